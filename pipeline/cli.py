@@ -1,0 +1,50 @@
+"""Command-line entry point: ``python -m pipeline <stage> [options]``.
+
+Each stage is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their stage runs, so ``score`` or ``tables`` never
+import torch and ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pipeline.errors import PipelineError
+
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare-data": ("pipeline.data.prepare", "Generate or load evaluation suites and the training split."),
+    "build-base-model": ("pipeline.toy.build", "Build the toy tokenizer and tiny Llama model, SFT it, save_pretrained."),
+    "sample": ("pipeline.sampling.stage", "Draw n samples per problem from a model for one suite."),
+    "train": ("pipeline.rl.trainer", "RL-train a policy with one method and seed."),
+    "score": ("pipeline.eval.score", "Grade samples and compute Pass@K for one model and suite."),
+    "tables": ("pipeline.report.tables", "Build the Pass@K tables (Markdown, CSV, LaTeX)."),
+    "figures": ("pipeline.report.figures", "Draw Pass@K curves and training-dynamics figures."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen stage's module is imported (keeps light stages light).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--log-level", default="INFO")
+        if name == chosen:
+            importlib.import_module(module_name).add_arguments(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module = importlib.import_module(STAGES[args.stage][0])
+    try:
+        return int(module.run(args) or 0)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
