@@ -1,0 +1,118 @@
+"""Config validation: JSON schema (defaults filled) plus the checks a schema cannot express.
+
+Import-light (no torch): the Snakefile calls :func:`check_config` before building the DAG,
+so a typo stops the run with one message naming the key, before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from pipeline.errors import PipelineError
+from pipeline.rl.methods import resolve_method
+
+SCHEMA_PATH = resources.files("pipeline") / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(PipelineError):
+    """The config is invalid; the message names the offending key."""
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills ``default`` values while validating (as snakemake.utils.validate does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(prop, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _describe(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in allowed)
+        if unknown and allowed:
+            key = f"{path}.{unknown[0]}" if path else unknown[0]
+            return f"config key '{key}': unknown key (allowed here: {', '.join(sorted(allowed))})"
+    return f"config key '{path or '(top level)'}': {error.message}"
+
+
+def validate_schema(config: dict) -> dict:
+    """Validate against the JSON schema, filling defaults in place; ConfigError on the first problem."""
+    schema = load_schema()
+    validator = _with_defaults(Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # The deepest error is usually the most specific one.
+        err = max(errors, key=lambda e: len(e.absolute_path))
+        raise ConfigError(_describe(err))
+    return config
+
+
+def check_config(config: dict) -> dict:
+    """Schema validation, defaults, and cross-field checks. Returns the (filled) config."""
+    config = validate_schema(config)
+    for name, suite in config["suites"].items():
+        if suite["k"] > suite["n_samples"]:
+            raise ConfigError(
+                f"config key 'suites.{name}.k': Pass@{suite['k']} needs at least k samples per problem, "
+                f"but n_samples is {suite['n_samples']}"
+            )
+        if config["world"] == "toy":
+            for key in ("problems", "difficulties"):
+                if key not in suite:
+                    raise ConfigError(f"config key 'suites.{name}.{key}': required for a toy-world suite")
+    training_keys = set(load_schema()["properties"]["training"]["properties"])
+    for name, entry in config["methods"].items():
+        try:
+            spec = resolve_method(name, entry, training_keys)
+        except PipelineError as err:
+            key, _, message = str(err).partition(": ")
+            raise ConfigError(f"config key '{key}': {message}") from None
+        merged = {**config["training"], **spec["training"]}
+        _check_training(f"methods.{name}.training", merged)
+    _check_training("training", config["training"])
+    weights = config["base_model"]["sft"]["difficulty_weights"]
+    if sum(weights) <= 0:
+        raise ConfigError("config key 'base_model.sft.difficulty_weights': at least one weight must be > 0")
+    arch = config["base_model"]["architecture"]
+    if arch["hidden_size"] % arch["num_heads"]:
+        raise ConfigError("config key 'base_model.architecture.num_heads': must divide hidden_size")
+    return config
+
+
+def _check_training(where: str, training: dict) -> None:
+    if training["minibatch_prompts"] > training["prompts_per_rollout"]:
+        raise ConfigError(f"config key '{where}.minibatch_prompts': larger than prompts_per_rollout")
+    if training["prompts_per_rollout"] % training["minibatch_prompts"]:
+        raise ConfigError(f"config key '{where}.minibatch_prompts': must divide prompts_per_rollout")
+
+
+def method_specs(config: dict) -> dict[str, dict[str, Any]]:
+    """Every configured method fully resolved, with its effective training settings merged in."""
+    specs = {}
+    for name, entry in config["methods"].items():
+        spec = resolve_method(name, entry)
+        spec["training"] = {**config["training"], **spec["training"]}
+        specs[name] = spec
+    return specs
+
+
+def load_config(path: str) -> dict:
+    with open(path) as fh:
+        return check_config(yaml.safe_load(fh) or {})

@@ -1,0 +1,191 @@
+"""Registries of the four method components, looked up by the names in a method spec.
+
+Like verl's ``core_algos``: each entry is a small function (or, for stateful
+regularisers, a small class) over tensors. The trainer builds a method from its spec
+(:mod:`pipeline.rl.methods`) and never branches on the method's name.
+
+Shapes: every per-token tensor is ``[B, T]`` over the label positions of a padded batch;
+``mask`` is 1 on response tokens (the policy's actions), 0 elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from pipeline.rl import advantages as adv
+from pipeline.rl import losses
+from pipeline.rl.aer import AERController
+
+# --------------------------------------------------------------------------- estimators
+
+
+@dataclass
+class EstimatorInput:
+    scores: Tensor            # [B] outcome score per response (+1 / -1)
+    mask: Tensor              # [B, T] response-token mask
+    group_size: int
+    values: Tensor | None     # [B, T] critic values at rollout time (GAE only)
+
+
+def grpo_estimator(inp: EstimatorInput, eps: float, scale: bool) -> tuple[Tensor, Tensor | None]:
+    """Group-normalised outcome advantage broadcast to every response token (SPEC §2)."""
+    per_response = adv.grpo_advantages(inp.scores, inp.group_size, eps=eps, scale=scale)
+    return per_response[:, None] * inp.mask, None
+
+
+def gae_estimator(
+    inp: EstimatorInput, gamma: float, lam: float, whiten: bool, **_critic_settings
+) -> tuple[Tensor, Tensor | None]:
+    """GAE on a reward placed on the last response token, whitened over the batch (SPEC §3)."""
+    if inp.values is None:
+        raise ValueError("the gae estimator needs critic values")
+    mask = inp.mask
+    last = mask.shape[1] - 1 - torch.flip(mask, dims=[1]).argmax(dim=1)  # last valid column per row
+    rewards = torch.zeros_like(mask, dtype=torch.float32)
+    rewards[torch.arange(mask.shape[0]), last] = inp.scores.float()
+    advantages, returns = adv.gae(rewards, inp.values, mask, gamma, lam)
+    if whiten:
+        advantages = adv.masked_whiten(advantages, mask)
+    return advantages, returns
+
+
+ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
+    "grpo": grpo_estimator,
+    "gae": gae_estimator,
+}
+
+# --------------------------------------------------------------------------- shaping
+
+
+def no_shaping(advantages: Tensor, entropy: Tensor) -> Tensor:
+    return advantages
+
+
+def entropy_advantage(advantages: Tensor, entropy: Tensor, alpha: float, kappa: float) -> Tensor:
+    """Cheng et al.: A + min(alpha * H.detach(), |A| / kappa), on a fresh tensor every mini-batch."""
+    return adv.entropy_shaped(advantages, entropy, alpha, kappa)
+
+
+SHAPINGS: dict[str, Callable[..., Tensor]] = {"none": no_shaping, "entropy_advantage": entropy_advantage}
+
+# --------------------------------------------------------------------------- policy losses
+
+
+def clip_loss(logp, old_logp, advantages, mask, *, clip_low, clip_high, dual_clip, aggregation, generator, norm_length):
+    return losses.clipped_surrogate(
+        logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high,
+        dual_clip=dual_clip, agg=aggregation, norm_length=norm_length,
+    )
+
+
+def clip_cov_loss(
+    logp, old_logp, advantages, mask, *, clip_low, clip_high, aggregation, select_ratio, cov_low, cov_high,
+    generator, norm_length,
+):
+    return losses.clip_cov_loss(
+        logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high, select_ratio=select_ratio,
+        cov_low=cov_low, cov_high=cov_high, generator=generator, agg=aggregation, norm_length=norm_length,
+    )
+
+
+def kl_cov_loss(logp, old_logp, advantages, mask, *, aggregation, select_ratio, kl_coef, generator, norm_length):
+    return losses.kl_cov_loss(
+        logp, old_logp, advantages, mask, select_ratio=select_ratio, kl_coef=kl_coef,
+        agg=aggregation, norm_length=norm_length,
+    )
+
+
+POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, dict]]] = {
+    "clip": clip_loss,
+    "clip_cov": clip_cov_loss,
+    "kl_cov": kl_cov_loss,
+}
+
+# --------------------------------------------------------------------------- regularizers
+
+
+class Regularizer(Protocol):
+    def begin_rollout(self, group_accuracy: Tensor, group_size: int) -> dict[str, float]: ...
+    def term(self, entropy: Tensor, mask: Tensor, rows: Tensor, aggregation: str, norm_length: int | None) -> Tensor: ...
+    def end_rollout(self, mean_entropy: float) -> dict[str, float]: ...
+    def stats(self) -> dict[str, float | None]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class NoRegularizer:
+    def begin_rollout(self, group_accuracy, group_size):
+        return {}
+
+    def term(self, entropy, mask, rows, aggregation, norm_length):
+        return entropy.new_zeros(())
+
+    def end_rollout(self, mean_entropy):
+        return {}
+
+    def stats(self):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class EntropyBonus(NoRegularizer):
+    """Fixed-coefficient entropy regularisation (SPEC §5): loss = pg - coef * agg(H)."""
+
+    def __init__(self, coef: float):
+        self.coef = coef
+
+    def term(self, entropy, mask, rows, aggregation, norm_length):
+        return self.coef * losses.entropy_bonus(entropy, mask, aggregation, norm_length=norm_length)
+
+
+class AdaptiveEntropy(NoRegularizer):
+    """AER (SPEC §6): loss = pg - alpha_t * agg(lambda(q) * H); alpha_t from the controller."""
+
+    def __init__(self, **controller_kwargs):
+        self.controller = AERController(**controller_kwargs)
+        self.response_weights: Tensor | None = None  # lambda(q) of each response of the rollout
+
+    def begin_rollout(self, group_accuracy, group_size):
+        lam = self.controller.allocate(group_accuracy)
+        self.response_weights = lam.repeat_interleave(group_size)
+        return {"aer_lambda_mean": float(lam.mean()), "aer_lambda_frac": float((lam > 0).float().mean())}
+
+    def term(self, entropy, mask, rows, aggregation, norm_length):
+        weights = self.response_weights[rows].to(entropy.dtype)[:, None]
+        bonus = losses.entropy_bonus(entropy, mask, aggregation, weights=weights.expand_as(entropy), norm_length=norm_length)
+        return self.controller.alpha * bonus
+
+    def end_rollout(self, mean_entropy):
+        self.controller.observe(mean_entropy)
+        return self.controller.stats()
+
+    def stats(self):
+        """The coefficient in force for the current step, H_0 and the target H*."""
+        return self.controller.stats()
+
+    def state_dict(self):
+        return self.controller.state_dict()
+
+    def load_state_dict(self, state):
+        self.controller.load_state_dict(state)
+
+
+REGULARIZERS: dict[str, Callable[..., Regularizer]] = {
+    "none": NoRegularizer,
+    "entropy_bonus": EntropyBonus,
+    "aer": AdaptiveEntropy,
+}
+
+
+def params_of(component: dict) -> dict:
+    """A component's parameters without its name."""
+    return {k: v for k, v in component.items() if k != "name"}

@@ -1,0 +1,181 @@
+"""Stage ``build-base-model``: the toy world's base model, built and SFT-trained from scratch.
+
+A character-level tokenizer and a tiny Llama-architecture model are trained on worked
+solutions (with occasional corrected slips and checks), then saved with
+``save_pretrained`` so that every later stage loads them with ``from_pretrained`` exactly
+like a hub model. The SFT mixture under-weights the hardest levels on purpose: the base
+model's Pass@1 on them is low while its Pass@K at large K stays substantial, which is
+the regime the papers study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pipeline import io
+from pipeline.errors import PipelineError
+from pipeline.toy.tokenizer import build_tokenizer
+from pipeline.toy.world import generate_problems, solution_trace
+
+log = logging.getLogger(__name__)
+
+
+def build_model(arch: dict, tokenizer) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_layers"],
+        num_attention_heads=arch["num_heads"],
+        num_key_value_heads=arch["num_heads"],
+        max_position_embeddings=arch["max_positions"],
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rope_theta=10000.0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def sft_examples(tokenizer, template: str, problems, rng: random.Random, slip_prob: float, check_prob: float):
+    """(input_ids, number of prompt tokens) per problem; the loss covers the response and EOS."""
+    out = []
+    for p in problems:
+        prompt_ids = tokenizer(template.format(problem=p.problem)).input_ids
+        response_ids = tokenizer(solution_trace(p, rng, slip_prob, check_prob), add_special_tokens=False).input_ids
+        out.append((prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)))
+    return out
+
+
+def collate(batch, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for i, (ids, n_prompt) in enumerate(batch):
+        t = torch.tensor(ids, dtype=torch.long)
+        input_ids[i, : len(ids)] = t
+        attention[i, : len(ids)] = 1
+        labels[i, n_prompt : len(ids)] = t[n_prompt:]
+    return input_ids, attention, labels
+
+
+def sft(model, examples, cfg: dict, pad_id: int, progress: bool) -> list[dict]:
+    torch.manual_seed(cfg["seed"])
+    rng = random.Random(cfg["seed"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98))
+    steps, warmup = cfg["steps"], cfg["warmup_steps"]
+
+    def lr_at(step: int) -> float:  # linear warm-up then cosine decay to 10%
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    history = []
+    model.train()
+    order: list[int] = []
+    for step in tqdm(range(steps), desc="sft", disable=not progress):
+        if len(order) < cfg["batch_size"]:
+            order += rng.sample(range(len(examples)), len(examples))
+        batch = [examples[i] for i in order[: cfg["batch_size"]]]
+        del order[: cfg["batch_size"]]
+        input_ids, attention, labels = collate(batch, pad_id)
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % 50 == 0 or step == steps - 1:
+            history.append({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+    return history
+
+
+def greedy_accuracy(model, tokenizer, template: str, problems) -> dict[int, float]:
+    """Greedy accuracy per difficulty level on held-out problems (a quick SFT diagnostic)."""
+    from pipeline.eval.grading import grade
+    from pipeline.sampling.base import SamplingParams
+    from pipeline.sampling.hf import HFSampler
+
+    sampler = HFSampler(model, tokenizer, batch_size=1024)
+    params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=160, seed=0)
+    outs = sampler.generate([template.format(problem=p.problem) for p in problems], params)
+    by_level: dict[int, list[bool]] = {}
+    for p, o in zip(problems, outs):
+        c = o.completions[0]
+        by_level.setdefault(p.difficulty, []).append(c.finish_reason == "stop" and grade(c.text, p.answer, "answer_line"))
+    return {d: sum(v) / len(v) for d, v in sorted(by_level.items())}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-json", required=True, help="the base_model config slice, as JSON")
+    parser.add_argument("--template", required=True, help="prompt template with {problem}")
+    parser.add_argument("--exclude", nargs="*", default=[], help="problem files whose texts SFT must not see")
+    parser.add_argument("--out", required=True, help="model directory to write")
+    parser.add_argument("--metrics", required=True, help="SFT metrics JSON")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    cfg = json.loads(args.config_json)
+    arch, sft_cfg = cfg["architecture"], cfg["sft"]
+    exclude: set[str] = set()
+    for path in args.exclude:
+        exclude |= set(pd.read_parquet(path, columns=["problem"])["problem"])
+    t0 = time.time()
+    tokenizer = build_tokenizer(model_max_length=arch["max_positions"])
+    torch.manual_seed(sft_cfg["seed"])
+    model = build_model(arch, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("tiny Llama: %d parameters", n_params)
+
+    levels = list(range(1, len(sft_cfg["difficulty_weights"]) + 1))
+    problems = generate_problems(
+        sft_cfg["seed"], levels, sft_cfg["problems"], "toy-sft", weights=sft_cfg["difficulty_weights"], exclude=exclude
+    )
+    held_out = generate_problems(
+        sft_cfg["seed"] + 1, levels, 100 * len(levels), "toy-sft-eval",
+        weights=[1.0] * len(levels), exclude=exclude | {p.problem for p in problems},
+    )
+    rng = random.Random(sft_cfg["seed"])
+    examples = sft_examples(tokenizer, args.template, problems, rng, sft_cfg["slip_prob"], sft_cfg["check_prob"])
+    too_long = max(len(ids) for ids, _ in examples)
+    if too_long > arch["max_positions"]:
+        raise PipelineError(f"base_model.architecture.max_positions={arch['max_positions']} < longest SFT trace ({too_long})")
+    history = sft(model, examples, sft_cfg, tokenizer.pad_token_id, args.progress)
+    accuracy = greedy_accuracy(model, tokenizer, args.template, held_out)
+    log.info("SFT done in %.1fs; greedy accuracy by level: %s", time.time() - t0, accuracy)
+
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # a model directory is complete or absent, never half-written
+    io.write_json(args.metrics, {
+        "parameters": n_params,
+        "seconds": time.time() - t0,
+        "greedy_accuracy_by_level": {str(k): v for k, v in accuracy.items()},
+        "history": history,
+    })
+    return 0

@@ -1,0 +1,23 @@
+# The base model: a tiny Llama built and SFT-trained from scratch (toy world), saved with
+# save_pretrained so every later rule loads it with from_pretrained like a hub model.
+
+
+rule build_base_model:
+    input:
+        suites=rules.prepare_data.output.suites,
+    output:
+        model=directory(f"{RESULTS}/models/base"),
+        metrics=f"{RESULTS}/base_model/sft_metrics.json",
+    params:
+        cfg=as_json(config["base_model"]),
+        template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
+        code=code_hash(*CORE_CODE, "toy", "sampling", "models.py", "eval/grading.py"),
+    threads: config["threads"]["build_base_model"]
+    log:
+        f"{LOGS}/build_base_model.log",
+    benchmark:
+        f"{BENCH}/build_base_model.tsv"
+    shell:
+        "{PYTHON} -m pipeline build-base-model --config-json {params.cfg:q} --template {params.template:q}"
+        " --exclude {input.suites:q} --out {output.model:q} --metrics {output.metrics:q}"
+        " --threads {threads} 2> {log:q}"

@@ -1,0 +1,82 @@
+# Shared helpers: config validation, output paths, config slices and code hashes.
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # the pipeline package, also when not pip-installed
+from pipeline.config import ConfigError, check_config, method_specs
+from pipeline.io import stable_seed
+from pipeline.rl.methods import BASELINE_OF
+
+# One message naming the key, before any job starts (see pipeline/config.py), then
+# Snakemake's own schema validation (fills the same defaults).
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+validate(config, "../pipeline/schemas/config.schema.yaml")
+
+RESULTS = config["results_dir"]
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks/rules"
+PYTHON = sys.executable  # the interpreter running Snakemake: the project's environment
+METHODS = method_specs(config)
+SEEDS = config["seeds"]
+SUITES = list(config["suites"])
+TRAINED = [f"{m}/seed{s}" for m in METHODS for s in SEEDS]
+MODELS = ["base"] + TRAINED
+
+
+wildcard_constraints:
+    method="[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed=r"\d+",
+    suite="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model=r"base|[A-Za-z0-9][A-Za-z0-9_-]*/seed\d+",
+
+
+def as_json(obj):
+    """A config slice as a canonical JSON string: a plain param Snakemake can compare."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def code_hash(*paths):
+    """Hash of the package sources a rule runs: Snakemake cannot see imported modules.
+
+    Paths are relative to pipeline/; a directory means every .py file below it.
+    """
+    digest = hashlib.sha256()
+    root = Path(workflow.basedir) / "pipeline"
+    for rel in paths:
+        target = root / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for f in files:
+            digest.update(str(f.relative_to(root)).encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# Modules every stage depends on.
+CORE_CODE = ("__init__.py", "cli.py", "errors.py", "io.py")
+
+
+def model_dir(wildcards):
+    if wildcards.model == "base":
+        return rules.build_base_model.output.model
+    method, seed = wildcards.model.split("/seed")
+    return f"{RESULTS}/models/{method}/seed{seed}"
+
+
+def comparison_tables():
+    """Table-3-style side-by-side comparisons that the configured methods allow."""
+    tables = {}
+    if {"grpo_entropy_reg", "grpo_entropy_adv"} <= set(METHODS):
+        tables["table3"] = ["grpo", "grpo_entropy_reg", "grpo_entropy_adv"] if "grpo" in METHODS else [
+            "grpo_entropy_reg", "grpo_entropy_adv"]
+    control = [m for m in ("grpo", "grpo_entropy_reg", "grpo_aer", "grpo_clip_cov", "grpo_kl_cov") if m in METHODS]
+    if len(control) > 1 and any(m in METHODS for m in ("grpo_aer", "grpo_clip_cov", "grpo_kl_cov")):
+        tables["entropy_control"] = control
+    return tables

@@ -1,0 +1,29 @@
+# RL training: one job per (method, seed). A method is a named combination of an
+# advantage estimator, an advantage shaping, a policy loss and a regularizer
+# (pipeline/rl/methods.py); the job receives only its own method's resolved spec, so
+# changing one method's hyperparameter reruns that method alone.
+
+
+rule train:
+    input:
+        base=rules.build_base_model.output.model,
+        problems=rules.prepare_data.output.train,
+    output:
+        model=directory(f"{RESULTS}/models/{{method}}/seed{{seed}}"),
+        metrics=f"{RESULTS}/train/{{method}}/seed{{seed}}/metrics.jsonl",
+    params:
+        spec=lambda wc: as_json(METHODS[wc.method]),
+        template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
+        grader=config["grader"],
+        checkpoints=f"{RESULTS}/train/{{method}}/seed{{seed}}/checkpoints",
+        code=code_hash(*CORE_CODE, "rl", "sampling", "models.py", "data/schema.py", "eval/grading.py"),
+    threads: config["threads"]["train"]
+    log:
+        f"{LOGS}/train/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/train/{{method}}/seed{{seed}}.tsv"
+    shell:
+        "{PYTHON} -m pipeline train --base-model {input.base:q} --train-problems {input.problems:q}"
+        " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q}"
+        " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
+        " --checkpoint-dir {params.checkpoints:q} --threads {threads} 2> {log:q}"

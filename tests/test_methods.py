@@ -1,0 +1,57 @@
+"""Methods are presets of registered components; config overrides any parameter."""
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.rl import registry
+from pipeline.rl.methods import COMPONENTS, PRESETS, resolve_method
+
+
+def test_every_preset_resolves_to_registered_components():
+    for name in PRESETS:
+        spec = resolve_method(name, {})
+        assert spec["estimator"]["name"] in registry.ESTIMATORS
+        assert spec["shaping"]["name"] in registry.SHAPINGS
+        assert spec["loss"]["name"] in registry.POLICY_LOSSES
+        assert spec["regularizer"]["name"] in registry.REGULARIZERS
+    # and every component the registry offers has declared parameters
+    assert set(COMPONENTS["estimator"]) == set(registry.ESTIMATORS)
+    assert set(COMPONENTS["shaping"]) == set(registry.SHAPINGS)
+    assert set(COMPONENTS["loss"]) == set(registry.POLICY_LOSSES)
+    assert set(COMPONENTS["regularizer"]) == set(registry.REGULARIZERS)
+
+
+def test_paper_hyperparameters():
+    assert resolve_method("grpo_entropy_adv", {})["shaping"] == {"name": "entropy_advantage", "alpha": 0.4, "kappa": 2.0}
+    assert resolve_method("ppo_entropy_adv", {})["shaping"]["alpha"] == 0.1
+    grpo = resolve_method("grpo", {})["loss"]
+    assert (grpo["clip_low"], grpo["clip_high"], grpo["aggregation"]) == (0.2, 0.28, "token-mean")
+    assert resolve_method("grpo_no_clip_higher", {})["loss"]["clip_high"] == 0.2
+    assert resolve_method("ppo", {})["estimator"]["gamma"] == 1.0
+    assert resolve_method("grpo_kl_cov", {})["loss"]["select_ratio"] == 2e-3
+    assert resolve_method("grpo_clip_cov", {})["loss"]["select_ratio"] == 2e-4
+
+
+def test_overrides_and_new_names_with_a_preset():
+    spec = resolve_method("adv_a02", {"preset": "grpo_entropy_adv", "shaping": {"alpha": 0.2}, "training": {"lr": 1e-5}})
+    assert spec["shaping"]["alpha"] == 0.2 and spec["shaping"]["kappa"] == 2.0
+    assert spec["training"] == {"lr": 1e-5}
+    # switching a component by name starts from that component's defaults
+    spec = resolve_method("grpo", {"loss": {"name": "kl_cov", "kl_coef": 2.0}})
+    assert spec["loss"] == {"name": "kl_cov", "aggregation": "token-mean", "select_ratio": 2e-3, "kl_coef": 2.0}
+
+
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        ({"shaping": {"alpah": 0.1}}, "methods.m.shaping.alpah"),
+        ({"loss": {"name": "ppo2"}}, "methods.m.loss.name"),
+        ({"preset": "dapo"}, "unknown method 'dapo'"),
+        ({"regularizer": {"name": "aer", "allocation": "cubic"}}, "methods.m.regularizer.allocation"),
+        ({"loss": {"aggregation": "sum"}}, "methods.m.loss.aggregation"),
+    ],
+)
+def test_bad_method_entries(entry, fragment):
+    with pytest.raises(PipelineError) as err:
+        resolve_method("m", {"preset": "grpo", **entry} if "preset" not in entry else entry)
+    assert fragment in str(err.value)

@@ -1,0 +1,126 @@
+"""The trainer: every method runs through the one loop, logs its dynamics, and resumes exactly."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.config import method_specs
+from pipeline.data.schema import problems_frame
+from pipeline.models import load_model_and_tokenizer
+from pipeline.rl import registry
+from pipeline.rl.trainer import policy_logp_entropy
+from pipeline.toy.world import generate_problems
+
+TRAINING = {
+    "rollouts": 2, "prompts_per_rollout": 4, "group_size": 4, "minibatch_prompts": 2, "epochs": 1,
+    "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "temperature": 1.0, "top_p": 1.0,
+    "max_new_tokens": 16, "entropy_chunk_size": None,
+}
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.parquet"
+    problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
+    return path
+
+
+def train(tmp_path, tiny_model_dir, train_file, method, entry=None, rollouts=2, tag="run", every=1):
+    cfg = {"methods": {method: entry or {}}, "training": {**TRAINING, "rollouts": rollouts}}
+    spec = method_specs(cfg)[method]
+    out = tmp_path / tag
+    rc = main([
+        "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
+        "--checkpoint-dir", str(out / "ckpt"), "--checkpoint-every", str(every),
+    ])
+    assert rc == 0
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], out
+
+
+@pytest.mark.parametrize(
+    "method, keys",
+    [
+        ("grpo", ["clipfrac_low", "clipfrac_high", "approx_kl", "grad_norm"]),
+        ("grpo_entropy_adv", ["shaping_ratio"]),
+        ("ppo_entropy_adv", ["value_loss", "explained_variance", "shaping_ratio"]),
+        ("grpo_aer", ["aer_alpha", "aer_lambda_mean", "aer_lambda_frac"]),
+        ("grpo_clip_cov", ["cov_frac"]),
+        ("grpo_kl_cov", ["cov_frac"]),
+        ("grpo_entropy_reg", ["reg_term"]),
+    ],
+)
+def test_each_method_trains_and_logs_per_update(tmp_path, tiny_model_dir, train_file, method, keys):
+    records, out = train(tmp_path, tiny_model_dir, train_file, method)
+    assert [r["update"] for r in records] == list(range(4))  # 2 rollouts x 2 mini-batches
+    for key in ["reward", "response_length", "entropy", "loss", "lr", *keys]:
+        assert key in records[-1], key
+    model, _ = load_model_and_tokenizer(out / "model")
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, tiny_model_dir, train_file):
+    full, _ = train(tmp_path, tiny_model_dir, train_file, "grpo_aer", rollouts=3, tag="full")
+    # "interrupted" after 2 rollouts (the checkpoint at rollout 2 exists), then restarted for 3
+    train(tmp_path, tiny_model_dir, train_file, "grpo_aer", rollouts=2, tag="resumed")
+    resumed, out = train(tmp_path, tiny_model_dir, train_file, "grpo_aer", rollouts=3, tag="resumed")
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full]
+    assert resumed[-1]["aer_alpha"] == full[-1]["aer_alpha"]
+    state = torch.load(sorted((out / "ckpt").glob("step-*"))[-1] / "state.pt", weights_only=False)
+    assert state["rollout"] == 3 and "step" in state["regularizer"]
+
+
+def test_entropy_shaping_enlarges_the_step_on_high_entropy_tokens(tiny_model_dir):
+    """Cheng et al.: with A > 0, tokens of high entropy get a larger update than under
+    plain GRPO; with A < 0 the shaped advantage shrinks the push-down. One SGD step from
+    the same weights, plain vs shaped advantages."""
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    ids = torch.tensor([tok("12+7\n12+7=19\nAnswer: 19").input_ids])
+    attention = torch.ones_like(ids)
+    mask = torch.zeros(1, ids.shape[1] - 1)
+    mask[0, 5:] = 1.0
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def delta_logp(sign, shaped):
+        model.load_state_dict(init)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        logp, entropy = policy_logp_entropy(model, ids, attention, None)
+        adv = sign * torch.ones_like(logp) * mask
+        if shaped:
+            adv = registry.entropy_advantage(adv, entropy, alpha=0.4, kappa=2.0)
+        loss, _ = registry.clip_loss(
+            logp, logp.detach(), adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=None,
+            aggregation="token-mean", generator=None, norm_length=None,
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            new_logp, _ = policy_logp_entropy(model, ids, attention, None)
+        return (new_logp - logp.detach())[mask.bool()], entropy.detach()[mask.bool()]
+
+    plain, entropy = delta_logp(+1.0, shaped=False)
+    shaped, _ = delta_logp(+1.0, shaped=True)
+    high = entropy >= entropy.median()
+    assert shaped[high].mean() > plain[high].mean() > 0
+    plain_neg, _ = delta_logp(-1.0, shaped=False)
+    shaped_neg, _ = delta_logp(-1.0, shaped=True)
+    assert plain_neg[high].mean() < shaped_neg[high].mean() < 0
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, tiny_model_dir, train_file):
+    # lr = inf makes the weights non-finite after the first update: the next loss is NaN.
+    cfg_entry = {"training": {"lr": float("inf")}}
+    spec = method_specs({"methods": {"grpo": cfg_entry}, "training": TRAINING})["grpo"]
+    rc = main([
+        "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "0", "--template", "{problem}\n",
+        "--out-model", str(tmp_path / "m"), "--metrics", str(tmp_path / "m.jsonl"),
+        "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every", "1",
+    ])
+    assert rc == 2
+    assert not (tmp_path / "m").exists()
