@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -30,3 +31,17 @@ def load_model_and_tokenizer(path: str | Path, trust_remote_code: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
     return model, tokenizer
+
+
+def save_model_atomically(model, tokenizer, out: str | Path) -> None:
+    """``save_pretrained`` into a temporary sibling, then rename: a model directory is
+    complete or absent, never half-written."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)

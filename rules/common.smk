@@ -32,10 +32,10 @@ MODELS = ["base"] + TRAINED
 
 
 wildcard_constraints:
-    method="[A-Za-z0-9][A-Za-z0-9_-]*",
+    method="[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
     suite="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model=r"base|[A-Za-z0-9][A-Za-z0-9_-]*/seed\d+",
+    model=r"base|[A-Za-z0-9][A-Za-z0-9_.-]*/seed\d+",
 
 
 def as_json(obj):

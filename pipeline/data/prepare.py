@@ -30,13 +30,14 @@ def toy_suites(toy: dict, suites: dict) -> tuple[dict[str, pd.DataFrame], pd.Dat
         problems = generate_problems(
             io.stable_seed(toy["seed"], "suite", name), suite["difficulties"], suite["problems"],
             source=name, exclude=seen, max_value=toy["max_value"],
+            two_digit_prob=suite.get("two_digit_prob", toy["two_digit_prob"]),
         )
         seen |= {p.problem for p in problems}
         frames[name] = problems_frame(problems)
     split = toy["train_split"]
     train = generate_problems(
         io.stable_seed(toy["seed"], "train"), split["difficulties"], split["problems"],
-        source="toy-train", exclude=seen, max_value=toy["max_value"],
+        source="toy-train", exclude=seen, max_value=toy["max_value"], two_digit_prob=toy["two_digit_prob"],
     )
     return frames, problems_frame(train)
 

@@ -39,7 +39,7 @@ from pipeline import io
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.eval.grading import grade
-from pipeline.models import load_model_and_tokenizer
+from pipeline.models import load_model_and_tokenizer, save_model_atomically
 from pipeline.rl import registry
 from pipeline.rl.advantages import masked_mean, shaping_ratio
 from pipeline.rl.entropy import logprobs_and_entropy
@@ -90,8 +90,13 @@ def build_rollout(prompt_completions, answers, group_size, eos_id, pad_id, grade
 
 
 def policy_logp_entropy(model, input_ids, attention, chunk_size):
-    """Log-probabilities of the next tokens and full-vocabulary entropies, from one forward pass."""
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+    """Log-probabilities of the next tokens and full-vocabulary entropies, from one forward pass.
+
+    Sequences are right-padded, so causal attention alone is exact for every real token
+    (padding only ever follows them): no padding mask is passed, which lets SDPA use its
+    fused causal kernel instead of materialising a [B, 1, L, L] mask.
+    """
+    logits = model(input_ids=input_ids).logits[:, :-1]
     return logprobs_and_entropy(logits, input_ids[:, 1:], chunk_size)
 
 
@@ -108,7 +113,8 @@ class ValueModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids, attention):
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        # Right-padded like the policy's inputs: causal attention is exact for real tokens.
+        hidden = self.backbone(input_ids=input_ids).last_hidden_state
         return self.head(hidden[:, :-1]).squeeze(-1)  # value of the state before each label token
 
 
@@ -241,7 +247,6 @@ def run(args: argparse.Namespace) -> int:
             )
             outs = sampler.generate_ids([prompt_ids_all[i] for i in idx], params)
             rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.eos_token_id, tokenizer.pad_token_id, args.grader)
-            N = rollout.scores.numel()
 
             # ---- 3. rollout policy's log-probs (and critic values), no grad
             with torch.no_grad():
@@ -330,14 +335,6 @@ def run(args: argparse.Namespace) -> int:
                 save_checkpoint(ckpt_dir, done, state, args.keep_checkpoints)
 
     log.info("trained %s seed %d: %d updates in %.1fs", spec["name"], seed, update, time.time() - t_start)
-    out = Path(args.out_model)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    policy.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    save_model_atomically(policy, tokenizer, args.out_model)
     io.write_text(args.metrics, live_metrics.read_text())
     return 0

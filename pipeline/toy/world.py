@@ -15,7 +15,8 @@ so the same ``Answer:`` grader serves the toy world and the real benchmarks::
 
 Some SFT traces contain a slip followed by a reflective correction
 (``wait, 19*3=57``) and some end with a verification line (``check: 52+5=57``), so the
-exploration analysis (pivotal tokens, reflective actions) has real behaviour to find.
+exploration analysis (pivotal tokens, reflective actions) has real behaviour to find. A
+few are bare guesses (``Answer: 40``, no working): a behaviour RL learns to drop.
 Intermediate values stay in [0, max_value] (99 by default: every number has at most
 two digits, which a tiny model can learn to add in about a minute of CPU).
 """
@@ -50,23 +51,25 @@ def apply(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def _operand(rng: random.Random) -> int:
-    # 1-digit and 2-digit operands equally likely.
-    return rng.randint(1, 9) if rng.random() < 0.5 else rng.randint(10, 99)
+TWO_DIGIT_PROB = 0.3  # default share of two-digit operands
+
+
+def _operand(rng: random.Random, two_digit_prob: float) -> int:
+    return rng.randint(10, 99) if rng.random() < two_digit_prob else rng.randint(1, 9)
 
 
 def random_chain(
-    rng: random.Random, difficulty: int, max_value: int = MAX_VALUE
+    rng: random.Random, difficulty: int, max_value: int = MAX_VALUE, two_digit_prob: float = TWO_DIGIT_PROB
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """Operands and operators of a chain whose intermediate values stay in [0, max_value]."""
     if not 1 <= difficulty <= 5:
         raise ValueError(f"difficulty must be in 1..5, got {difficulty}")
-    value = _operand(rng)
+    value = _operand(rng, two_digit_prob)
     operands, operators = [value], []
     while len(operators) < difficulty:
         op = rng.choice(OPERATORS)
         # Multiplication by a single digit keeps products learnable for a tiny model.
-        b = rng.randint(2, 9) if op == "*" else _operand(rng)
+        b = rng.randint(2, 9) if op == "*" else _operand(rng, two_digit_prob)
         result = apply(value, op, b)
         if 0 <= result <= max_value:
             operands.append(b)
@@ -92,8 +95,11 @@ def evaluate(operands: tuple[int, ...], operators: tuple[str, ...]) -> int:
     return value
 
 
-def make_problem(rng: random.Random, difficulty: int, pid: str, source: str, max_value: int = MAX_VALUE) -> Problem:
-    operands, operators = random_chain(rng, difficulty, max_value)
+def make_problem(
+    rng: random.Random, difficulty: int, pid: str, source: str,
+    max_value: int = MAX_VALUE, two_digit_prob: float = TWO_DIGIT_PROB,
+) -> Problem:
+    operands, operators = random_chain(rng, difficulty, max_value, two_digit_prob)
     return Problem(
         id=pid,
         problem=render_problem(operands, operators),
@@ -118,8 +124,19 @@ def solution_trace(
     rng: random.Random,
     slip_prob: float = 0.0,
     check_prob: float = 0.0,
+    shortcut_prob: float = 0.0,
+    max_value: int = MAX_VALUE,
 ) -> str:
-    """A correct worked solution, optionally with a corrected slip and a final check."""
+    """A worked solution: correct steps, optionally a corrected slip and a final check.
+
+    With ``shortcut_prob`` the trace is instead a bare guess (``Answer: N`` with no working,
+    N uniform in [0, max_value]) — the kind of low-effort answer real corpora contain. A
+    base model imitates it now and then; RL on outcome reward learns to stop guessing and
+    to work the problem out, which is where the toy's Pass@1 gains come from (as in the
+    papers, RL mostly re-weights behaviours the base model already has).
+    """
+    if rng.random() < shortcut_prob:
+        return f"Answer: {rng.randint(0, max_value)}"
     lines = []
     value = problem.operands[0]
     for op, b in zip(problem.operators, problem.operands[1:]):
@@ -152,6 +169,7 @@ def generate_problems(
     weights: list[float] | None = None,
     exclude: set[str] | None = None,
     max_value: int = MAX_VALUE,
+    two_digit_prob: float = TWO_DIGIT_PROB,
 ) -> list[Problem]:
     """``count`` distinct problems whose text is not in ``exclude``; difficulty drawn by ``weights``."""
     rng = random.Random(seed)
@@ -163,7 +181,7 @@ def generate_problems(
         if attempts > 200 * count + 1000:
             raise ValueError(f"could not draw {count} distinct problems for {source}")
         d = rng.choices(difficulties, weights=weights)[0]
-        p = make_problem(rng, d, f"{source}-{len(problems):05d}", source, max_value)
+        p = make_problem(rng, d, f"{source}-{len(problems):05d}", source, max_value, two_digit_prob)
         if p.problem in seen:
             continue
         seen.add(p.problem)
