@@ -12,13 +12,15 @@ rule build_base_model:
         cfg=as_json(config["base_model"]),
         world=as_json(config["toy"]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
-        code=code_hash(*CORE_CODE, "toy", "sampling", "models.py", "eval/grading.py"),
+        code=code_hash(*CORE_CODE, "toy", *SAMPLER_CODE, "models.py", "eval/grading.py"),
     threads: config["threads"]["build_base_model"]
+    conda:
+        ENV
     log:
         f"{LOGS}/build_base_model.log",
     benchmark:
         f"{BENCH}/build_base_model.tsv"
     shell:
-        "{PYTHON} -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
+        "python -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
         " --exclude {input.suites:q} --out {output.model:q} --metrics {output.metrics:q}"
         " --threads {threads} 2> {log:q}"

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,11 @@ validate(config, "../pipeline/schemas/config.schema.yaml")
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks/rules"
-PYTHON = sys.executable  # the interpreter running Snakemake: the project's environment
+# Jobs run `python` from the environment Snakemake itself runs in (e.g. .venv), even when
+# that environment is not activated; with --software-deployment-method conda, the rule's
+# conda environment comes first instead.
+shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
+ENV = "../envs/pipeline.yaml"
 METHODS = method_specs(config)
 SEEDS = config["seeds"]
 SUITES = list(config["suites"])
@@ -44,7 +49,7 @@ def as_json(obj):
 
 
 def code_hash(*paths):
-    """Hash of the package sources a rule runs: Snakemake cannot see imported modules.
+    """Hash of the package sources behind a job (Snakemake cannot see imported modules).
 
     Paths are relative to pipeline/; a directory means every .py file below it.
     """
@@ -59,15 +64,15 @@ def code_hash(*paths):
     return digest.hexdigest()[:16]
 
 
-# Modules every stage depends on.
+# Modules every stage depends on, and the sampler (used by base model, training, sampling).
 CORE_CODE = ("__init__.py", "cli.py", "errors.py", "io.py")
+SAMPLER_CODE = ("sampling/base.py", "sampling/hf.py")
 
 
 def model_dir(wildcards):
     if wildcards.model == "base":
         return rules.build_base_model.output.model
-    method, seed = wildcards.model.split("/seed")
-    return f"{RESULTS}/models/{method}/seed{seed}"
+    return f"{RESULTS}/models/{wildcards.model}"  # <method>/seed<s>
 
 
 def comparison_tables():

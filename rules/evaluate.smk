@@ -14,14 +14,16 @@ rule sample:
         sampling=as_json(config["sampling"]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         seed=lambda wc: stable_seed("sample", wc.model, wc.suite),
-        code=code_hash(*CORE_CODE, "sampling", "models.py", "data/schema.py"),
+        code=code_hash(*CORE_CODE, *SAMPLER_CODE, "sampling/stage.py", "models.py", "data/schema.py"),
     threads: config["threads"]["sample"]
+    conda:
+        ENV
     log:
         f"{LOGS}/sample/{{model}}/{{suite}}.log",
     benchmark:
         f"{BENCH}/sample/{{model}}/{{suite}}.tsv"
     shell:
-        "{PYTHON} -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
+        "python -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
         " --sampling-json {params.sampling:q} --template {params.template:q} --seed {params.seed}"
         " --out {output.samples:q} --threads {threads} 2> {log:q}"
 
@@ -39,13 +41,15 @@ rule score:
         timeout=config["grading"]["timeout_s"],
         workers=config["grading"]["workers"],
         bootstrap=config["grading"]["bootstrap"],
-        code=code_hash(*CORE_CODE, "eval"),
+        code=code_hash(*CORE_CODE, "eval/score.py", "eval/grading.py", "eval/passk.py"),
+    conda:
+        ENV
     log:
         f"{LOGS}/score/{{model}}/{{suite}}.log",
     benchmark:
         f"{BENCH}/score/{{model}}/{{suite}}.tsv"
     shell:
-        "{PYTHON} -m pipeline score --problems {input.problems:q} --samples {input.samples:q}"
+        "python -m pipeline score --problems {input.problems:q} --samples {input.samples:q}"
         " --model {wildcards.model} --suite {wildcards.suite} --k-max {params.k} --grader {params.grader}"
         " --timeout-s {params.timeout} --workers {params.workers} --bootstrap {params.bootstrap}"
         " --out-verdicts {output.verdicts:q} --out-passk {output.passk:q} 2> {log:q}"

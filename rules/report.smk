@@ -14,14 +14,16 @@ rule tables:
         methods=list(METHODS),
         suites=SUITES,
         comparisons=as_json(comparison_tables()),
-        out_dir=f"{RESULTS}/tables",
+        out_dir=lambda wc, output: os.path.dirname(output.md),
         code=code_hash(*CORE_CODE, "report/tables.py", "eval/passk.py"),
+    conda:
+        ENV
     log:
         f"{LOGS}/tables.log",
     benchmark:
         f"{BENCH}/tables.tsv"
     shell:
-        "{PYTHON} -m pipeline tables --passk {input.passk:q} --methods {params.methods:q}"
+        "python -m pipeline tables --passk {input.passk:q} --methods {params.methods:q}"
         " --suites {params.suites:q} --comparisons {params.comparisons:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
@@ -36,12 +38,14 @@ rule figures:
     params:
         runs=TRAINED,
         methods=list(METHODS),
-        out_dir=f"{RESULTS}/figures",
+        out_dir=lambda wc, output: os.path.dirname(output.dynamics),
         code=code_hash(*CORE_CODE, "report/figures.py"),
+    conda:
+        ENV
     log:
         f"{LOGS}/figures.log",
     benchmark:
         f"{BENCH}/figures.tsv"
     shell:
-        "{PYTHON} -m pipeline figures --passk {input.passk:q} --metrics {input.metrics:q}"
+        "python -m pipeline figures --passk {input.passk:q} --metrics {input.metrics:q}"
         " --metrics-runs {params.runs:q} --methods {params.methods:q} --out-dir {params.out_dir:q} 2> {log:q}"

@@ -15,15 +15,17 @@ rule train:
         spec=lambda wc: as_json(METHODS[wc.method]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         grader=config["grader"],
-        checkpoints=f"{RESULTS}/train/{{method}}/seed{{seed}}/checkpoints",
-        code=code_hash(*CORE_CODE, "rl", "sampling", "models.py", "data/schema.py", "eval/grading.py"),
+        checkpoints=lambda wc, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
+        code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "models.py", "data/schema.py", "eval/grading.py"),
     threads: config["threads"]["train"]
+    conda:
+        ENV
     log:
         f"{LOGS}/train/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/train/{{method}}/seed{{seed}}.tsv"
     shell:
-        "{PYTHON} -m pipeline train --base-model {input.base:q} --train-problems {input.problems:q}"
+        "python -m pipeline train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q}"
         " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
         " --checkpoint-dir {params.checkpoints:q} --threads {threads} 2> {log:q}"

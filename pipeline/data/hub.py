@@ -1,0 +1,528 @@
+"""Paper-scale datasets (SPEC §8) loaded through ``datasets.load_dataset``, mapped to the
+normalised problem schema of :mod:`pipeline.data.schema`.
+
+``BENCHMARKS`` describes each dataset: hub id, config(s), split, where the problem and the
+answer live, its own id column, and its quirks. ``load_benchmark(name, ...)`` returns a
+DataFrame with exactly the schema's columns (``id``, ``problem``, ``answer``,
+``difficulty``, ``source``; dtypes as ``problems_frame`` makes them) and checks the row
+count (``PipelineError`` naming the dataset, expected vs got).
+
+Where the data comes from (exactly one):
+
+* the hub (default): ``load_dataset(hub_id, config, split=..., revision=...)``. Pinning is
+  mandatory: ``revision`` (a commit hash) must be given, there is no default (the specs'
+  ``revision`` is ``None`` = "must be given in the config"). A load without one raises.
+* ``data_files``: local json/jsonl/parquet/csv files in the dataset's OWN column layout
+  (e.g. a download of the hub repository's data files), read with the ``datasets``
+  builder named by their extension. Several files are concatenated in the order given
+  (AIME 2025: the ``AIME2025-I`` file, then the ``AIME2025-II`` file).
+* ``path``: a local directory, either written by ``save_to_disk`` (a ``Dataset`` — for
+  AIME 2025 both configs' rows, I then II — or a ``DatasetDict`` holding the spec's split)
+  or a script-free dataset directory (a clone of the hub repository) loaded with
+  ``load_dataset(path, config, split=...)``.
+
+Local loads need no revision; every mapping, quirk and check below applies to all three.
+
+Mapping and quirks:
+
+* ids: ``<benchmark>-<own id>`` where the dataset has an id column (AIME 2024 and AMC
+  ``id``, MATH-500 ``unique_id``, DAPO ``extra_info.index``), else ``<benchmark>-<row>``
+  (row position after de-duplication). Ids must be unique.
+* answers are strings; numeric answers become canonical strings: ``8.0`` -> ``"8"``,
+  ``0.5`` -> ``"0.5"`` (AMC stores its answers as floats).
+* AIME 2025: the degree sign of the one answer written ``...^\\circ`` is removed.
+* MATH-500: ``level`` -> ``difficulty`` (1-5); every other benchmark has ``-1``.
+* problems and answers are stripped of surrounding whitespace.
+* DAPO-Math-17k: problem = ``prompt[0]["content"]``, answer =
+  ``reward_model["ground_truth"]``. DAPO's prompts embed its instruction
+  (``DAPO_PREFIX`` before the problem, ``DAPO_SUFFIX`` after it); they are stripped where
+  present so that training and evaluation problems are bare problem texts and the prompt
+  template adds the instruction uniformly (``DAPO_TEMPLATE`` re-creates DAPO's prompt
+  exactly). The ~1.79M rows are ~100x duplicates: rows are de-duplicated by the stripped
+  problem text keeping the first occurrence, and the kept count must lie in the expected
+  range (default 17,000-18,000).
+
+``decontamination_report`` / ``check_decontamination`` compare training problems with the
+evaluation suites by normalised text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import numbers
+import os
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from pipeline.data.schema import problems_frame
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+DAPO_PREFIX = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
+)
+DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
+# A prompt template (``str.format`` with ``{problem}``) that rebuilds DAPO's prompt from a bare problem.
+DAPO_TEMPLATE = DAPO_PREFIX + "{problem}" + DAPO_SUFFIX
+
+_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+_DEGREE_RE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°)\s*$")
+_LEVEL_RE = re.compile(r"(-?\d+)")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+ExpectedRows = int | tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSpec:
+    """How one dataset maps to the problem schema.
+
+    Field paths use dots: ``"prompt.0.content"`` is ``row["prompt"][0]["content"]``.
+    ``revision`` is the pinned hub revision; ``None`` means it must be given in the config.
+    """
+
+    name: str
+    hub_id: str
+    split: str
+    problem_field: str
+    answer_field: str
+    expected_rows: ExpectedRows
+    configs: tuple[str | None, ...] = (None,)
+    id_field: str | None = None
+    difficulty_field: str | None = None
+    revision: str | None = None
+    strip_degree_sign: bool = False
+    strip_dapo_instruction: bool = False
+    dedup_problems: bool = False
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "aime24": BenchmarkSpec(
+        name="aime24", hub_id="HuggingFaceH4/aime_2024", split="train",
+        problem_field="problem", answer_field="answer", id_field="id", expected_rows=30,
+    ),
+    "aime25": BenchmarkSpec(
+        name="aime25", hub_id="opencompass/AIME2025", configs=("AIME2025-I", "AIME2025-II"), split="test",
+        problem_field="question", answer_field="answer", expected_rows=30, strip_degree_sign=True,
+    ),
+    "amc23": BenchmarkSpec(
+        name="amc23", hub_id="AI-MO/aimo-validation-amc", split="train",
+        problem_field="problem", answer_field="answer", id_field="id", expected_rows=83,
+    ),
+    "math500": BenchmarkSpec(
+        name="math500", hub_id="HuggingFaceH4/MATH-500", split="test",
+        problem_field="problem", answer_field="answer", id_field="unique_id", difficulty_field="level",
+        expected_rows=500,
+    ),
+    "dapo17k": BenchmarkSpec(
+        name="dapo17k", hub_id="BytedTsinghua-SIA/DAPO-Math-17k", split="train",
+        problem_field="prompt.0.content", answer_field="reward_model.ground_truth", id_field="extra_info.index",
+        expected_rows=(17_000, 18_000), strip_dapo_instruction=True, dedup_problems=True,
+    ),
+}
+
+LOADER_CONFIG_KEYS = ("revision", "data_files", "path", "cache_dir", "expected_rows")
+
+
+@dataclasses.dataclass(frozen=True)
+class _HubProblem:
+    id: str
+    problem: str
+    answer: str
+    difficulty: int
+    source: str
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_benchmark(
+    name: str,
+    *,
+    revision: str | None = None,
+    data_files: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    expected_rows: ExpectedRows | None = None,
+) -> pd.DataFrame:
+    """The benchmark ``name`` of ``BENCHMARKS`` as a schema-conforming DataFrame (see the module doc).
+
+    ``expected_rows`` (an exact count or an inclusive ``(low, high)`` range) overrides the
+    spec's row count, e.g. for small local fixtures.
+    """
+    spec = get_spec(name)
+    if data_files is not None and path is not None:
+        raise PipelineError(f"benchmark {name}: give data_files or path, not both")
+    cache = str(cache_dir) if cache_dir is not None else None
+    if data_files is not None:
+        origin, dataset = _load_data_files(spec, data_files, cache)
+    elif path is not None:
+        origin, dataset = _load_local_path(spec, Path(path), cache)
+    else:
+        origin, dataset = _load_hub(spec, revision if revision is not None else spec.revision, cache)
+    expected = spec.expected_rows if expected_rows is None else _as_expected(name, expected_rows)
+    return _to_frame(spec, dataset, origin, expected)
+
+
+def load_benchmark_from_config(name: str, cfg: Mapping[str, Any] | None) -> pd.DataFrame:
+    """``load_benchmark`` with keyword arguments from a config mapping (keys: ``LOADER_CONFIG_KEYS``).
+
+    ``expected_rows`` may be an int or a two-element list ``[low, high]``.
+    """
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(LOADER_CONFIG_KEYS))
+    if unknown:
+        raise PipelineError(
+            f"benchmark {name}: unknown loader key(s) {', '.join(unknown)} (known: {', '.join(LOADER_CONFIG_KEYS)})"
+        )
+    return load_benchmark(name, **{k: v for k, v in cfg.items() if v is not None})
+
+
+def get_spec(name: str) -> BenchmarkSpec:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise PipelineError(f"unknown benchmark {name!r} (known: {', '.join(sorted(BENCHMARKS))})") from None
+
+
+def _as_expected(name: str, value: Any) -> ExpectedRows:
+    if isinstance(value, bool):
+        raise PipelineError(f"benchmark {name}: expected_rows must be an int or [low, high], got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ) and value[0] <= value[1]:
+        return (int(value[0]), int(value[1]))
+    raise PipelineError(f"benchmark {name}: expected_rows must be an int or [low, high], got {value!r}")
+
+
+def _load_hub(spec: BenchmarkSpec, revision: str | None, cache_dir: str | None):
+    if not revision:
+        raise PipelineError(
+            f"benchmark {spec.name}: loading {spec.hub_id} from the hub needs a pinned revision "
+            f"(a commit hash of the dataset repository): set revision for {spec.name} in the config, "
+            "or give local data_files/path"
+        )
+    if not _COMMIT_RE.fullmatch(str(revision)):
+        log.warning("benchmark %s: revision %r is not a commit hash; a branch or tag can move", spec.name, revision)
+    import datasets
+
+    parts = []
+    for config in spec.configs:
+        where = f"{spec.hub_id}" + (f" config {config}" if config else "") + f" split {spec.split} @ {revision}"
+        try:
+            parts.append(
+                datasets.load_dataset(spec.hub_id, config, split=spec.split, revision=revision, cache_dir=cache_dir)
+            )
+        except Exception as err:  # network, auth, missing revision/config: one line for the CLI
+            raise PipelineError(f"benchmark {spec.name}: cannot load {where} ({type(err).__name__}: {err})") from err
+    return f"{spec.hub_id}@{revision}", _concat(parts)
+
+
+def _load_data_files(spec: BenchmarkSpec, data_files, cache_dir: str | None):
+    files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
+    if not files:
+        raise PipelineError(f"benchmark {spec.name}: data_files is empty")
+    builders = set()
+    for f in files:
+        p = Path(f)
+        if not p.is_file():
+            raise PipelineError(f"benchmark {spec.name}: data file {p} does not exist")
+        builder = _BUILDERS.get(p.suffix.lower())
+        if builder is None:
+            raise PipelineError(
+                f"benchmark {spec.name}: data file {p} has an unsupported extension "
+                f"(supported: {', '.join(sorted(_BUILDERS))})"
+            )
+        builders.add(builder)
+    if len(builders) > 1:
+        raise PipelineError(f"benchmark {spec.name}: data files mix formats ({', '.join(sorted(builders))})")
+    import datasets
+
+    paths = [str(Path(f)) for f in files]
+    try:
+        ds = datasets.load_dataset(builders.pop(), data_files=paths, split="train", cache_dir=cache_dir)
+    except Exception as err:  # malformed files: one line naming them
+        raise PipelineError(f"benchmark {spec.name}: cannot read {', '.join(paths)} ({type(err).__name__}: {err})") from err
+    return ", ".join(paths), ds
+
+
+def _load_local_path(spec: BenchmarkSpec, path: Path, cache_dir: str | None):
+    if not path.is_dir():
+        raise PipelineError(f"benchmark {spec.name}: local dataset directory {path} does not exist")
+    import datasets
+
+    try:
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():  # save_to_disk layouts
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if spec.split not in loaded:
+                    raise PipelineError(
+                        f"benchmark {spec.name}: {path} has splits {', '.join(loaded)}, not {spec.split!r}"
+                    )
+                loaded = loaded[spec.split]
+            return str(path), loaded
+        parts = [
+            datasets.load_dataset(str(path), config, split=spec.split, cache_dir=cache_dir) for config in spec.configs
+        ]
+    except PipelineError:
+        raise
+    except Exception as err:
+        raise PipelineError(f"benchmark {spec.name}: cannot load local dataset {path} ({type(err).__name__}: {err})") from err
+    return str(path), _concat(parts)
+
+
+def _concat(parts):
+    if len(parts) == 1:
+        return parts[0]
+    import datasets
+
+    return datasets.concatenate_datasets(parts)
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def _field(spec: BenchmarkSpec, table, field_path: str, origin: str):
+    """The (chunked) arrow array at a dotted path: column, then list indices / struct fields."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    head, *rest = field_path.split(".")
+    if head not in table.column_names:
+        raise PipelineError(
+            f"benchmark {spec.name} ({origin}): no column {head!r} (for {field_path!r}); "
+            f"columns: {', '.join(table.column_names)}"
+        )
+    arr = table.column(head)
+    walked = head
+    for part in rest:
+        typ = arr.type
+        try:
+            if part.isdigit() and (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+                arr = pc.list_element(arr, int(part))
+            elif pa.types.is_struct(typ) and typ.get_field_index(part) >= 0:
+                arr = pc.struct_field(arr, part)
+            else:
+                raise PipelineError(
+                    f"benchmark {spec.name} ({origin}): {walked!r} has type {typ}, which has no {part!r} "
+                    f"(for {field_path!r})"
+                )
+        except PipelineError:
+            raise
+        except Exception as err:  # e.g. an empty prompt list
+            raise PipelineError(f"benchmark {spec.name} ({origin}): cannot read {field_path!r} ({err})") from err
+        walked += "." + part
+    return arr
+
+
+def canonical_answer(value: Any) -> str | None:
+    """An answer as a string; numbers in canonical form (``8.0`` -> ``"8"``, ``0.5`` -> ``"0.5"``)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, numbers.Integral)):
+        return str(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        try:
+            d = Decimal(repr(value))
+        except InvalidOperation:  # pragma: no cover - repr of a finite float always parses
+            return None
+        if d == d.to_integral_value():
+            return str(int(d))
+        return format(d.normalize(), "f")
+    return str(value).strip()
+
+
+def strip_dapo_instruction(text: str) -> str:
+    """A DAPO prompt without DAPO's instruction prefix/suffix (each removed only if present)."""
+    return text.removeprefix(DAPO_PREFIX).removesuffix(DAPO_SUFFIX).strip()
+
+
+def _difficulty(value: Any) -> int:
+    if value is None or isinstance(value, bool):
+        return -1
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return int(value) if value == value and value.is_integer() else -1
+    m = _LEVEL_RE.search(str(value))  # "Level 3"
+    return int(m.group(1)) if m else -1
+
+
+def _check_count(spec: BenchmarkSpec, origin: str, got: int, expected: ExpectedRows, what: str = "rows") -> None:
+    if isinstance(expected, tuple):
+        low, high = expected
+        if not low <= got <= high:
+            raise PipelineError(
+                f"benchmark {spec.name} ({origin}): expected between {low} and {high} {what}, got {got}"
+            )
+    elif got != expected:
+        raise PipelineError(f"benchmark {spec.name} ({origin}): expected {expected} {what}, got {got}")
+
+
+def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows) -> pd.DataFrame:
+    import pyarrow as pa
+
+    table = dataset.with_format("arrow")[:] if len(dataset) else dataset.data.table
+    columns = {
+        "problem": _field(spec, table, spec.problem_field, origin),
+        "answer": _field(spec, table, spec.answer_field, origin),
+    }
+    own_ids = spec.id_field is not None and spec.id_field.split(".")[0] in table.column_names
+    if own_ids:
+        columns["own_id"] = _field(spec, table, spec.id_field, origin)
+    if spec.difficulty_field is not None:
+        columns["difficulty"] = _field(spec, table, spec.difficulty_field, origin)
+    frame = pa.table(columns).to_pandas(types_mapper=None)
+    raw_rows = len(frame)
+
+    problems = frame["problem"]
+    if problems.isna().any():
+        raise PipelineError(f"benchmark {spec.name} ({origin}): problem missing in row {int(problems.isna().idxmax())}")
+    problems = problems.astype(str)
+    if spec.strip_dapo_instruction:  # vectorised strip_dapo_instruction()
+        with_prefix = int(problems.str.startswith(DAPO_PREFIX).sum())
+        with_suffix = int(problems.str.endswith(DAPO_SUFFIX).sum())
+        problems = problems.str.removeprefix(DAPO_PREFIX).str.removesuffix(DAPO_SUFFIX)
+        log.info(
+            "benchmark %s: DAPO instruction prefix stripped from %d/%d rows, suffix from %d", spec.name,
+            with_prefix, raw_rows, with_suffix,
+        )
+        if raw_rows and with_prefix == 0:
+            log.warning("benchmark %s: no row starts with DAPO's instruction prefix; problems kept as given", spec.name)
+    frame["problem"] = problems.str.strip()
+
+    if spec.dedup_problems:
+        dup = frame["problem"].duplicated(keep="first")
+        kept = frame.loc[~dup]
+        answers_per_problem = frame.assign(answer=frame["answer"].map(canonical_answer)).groupby(
+            "problem", sort=False
+        )["answer"].nunique(dropna=False)
+        conflicting = int((answers_per_problem > 1).sum())
+        log.info(
+            "benchmark %s: %d rows -> %d distinct problems kept (first occurrence), %d duplicates dropped",
+            spec.name, raw_rows, len(kept), int(dup.sum()),
+        )
+        if conflicting:
+            log.warning(
+                "benchmark %s: %d problems appear with different answers; the first occurrence's answer is kept",
+                spec.name, conflicting,
+            )
+        frame = kept.reset_index(drop=True)
+        _check_count(spec, origin, len(frame), expected, what="distinct problems")
+    else:
+        _check_count(spec, origin, len(frame), expected)
+
+    answers = frame["answer"].map(canonical_answer)
+    if answers.isna().any():
+        raise PipelineError(
+            f"benchmark {spec.name} ({origin}): answer missing or not finite in row {int(answers.isna().idxmax())}"
+        )
+    if spec.strip_degree_sign:
+        stripped = answers.str.replace(_DEGREE_RE, "", regex=True)
+        for pos in stripped.index[stripped != answers]:
+            log.info("benchmark %s: row %d answer %r -> %r (degree sign removed)", spec.name, pos, answers[pos], stripped[pos])
+        answers = stripped
+
+    if own_ids:
+        if frame["own_id"].isna().any():
+            raise PipelineError(
+                f"benchmark {spec.name} ({origin}): {spec.id_field} missing in row {int(frame['own_id'].isna().idxmax())}"
+            )
+        ids = [f"{spec.name}-{v}" for v in frame["own_id"].tolist()]
+    else:
+        ids = [f"{spec.name}-{i}" for i in range(len(frame))]
+    difficulty = frame["difficulty"].map(_difficulty).tolist() if "difficulty" in frame else [-1] * len(frame)
+
+    empty = [i for i, (p, a) in enumerate(zip(frame["problem"], answers)) if not p or not a]
+    if empty:
+        raise PipelineError(
+            f"benchmark {spec.name} ({origin}): {len(empty)} rows with an empty problem or answer "
+            f"(first: {ids[empty[0]]})"
+        )
+    seen: set[str] = set()
+    for pid in ids:
+        if pid in seen:
+            raise PipelineError(f"benchmark {spec.name} ({origin}): duplicate id {pid!r}")
+        seen.add(pid)
+
+    out = problems_frame([
+        _HubProblem(id=i, problem=p, answer=a, difficulty=int(d), source=spec.name)
+        for i, p, a, d in zip(ids, frame["problem"].tolist(), answers.tolist(), difficulty)
+    ])
+    log.info("benchmark %s (%s): %d problems", spec.name, origin, len(out))
+    return out
+
+
+# --------------------------------------------------------------------------- decontamination
+
+_TEXT_DROP = ("\\,", "\\;", "\\!", "$")
+_WS_RE = re.compile(r"\s+")
+
+
+def normalize_problem_text(text: str) -> str:
+    """Text used to compare problems: without ``\\,`` ``\\;`` ``\\!`` ``$``, lowercase, single spaces."""
+    s = str(text)
+    for token in _TEXT_DROP:
+        s = s.replace(token, "")
+    return _WS_RE.sub(" ", s.lower()).strip()
+
+
+def decontamination_report(train: pd.DataFrame, evals: Mapping[str, pd.DataFrame]) -> dict:
+    """Training problems whose normalised text equals an evaluation problem's, per suite.
+
+    Returns a JSON-serialisable dict::
+
+        {"train_problems": int, "total_overlap": int,
+         "suites": {suite: {"problems": int, "overlap": int,
+                            "eval_ids": [...], "train_ids": [...]}}}
+
+    ``overlap`` counts the suite's problems found in the training set (``eval_ids``, in
+    suite order); ``train_ids`` are the training problems matching them.
+    """
+    train_by_text: dict[str, list[str]] = {}
+    for pid, text in zip(train["id"].astype(str), train["problem"]):
+        train_by_text.setdefault(normalize_problem_text(text), []).append(pid)
+    suites = {}
+    for name, frame in evals.items():
+        eval_ids, train_ids = [], []
+        for pid, text in zip(frame["id"].astype(str), frame["problem"]):
+            matches = train_by_text.get(normalize_problem_text(text))
+            if matches:
+                eval_ids.append(pid)
+                train_ids.extend(m for m in matches if m not in train_ids)
+        suites[name] = {"problems": int(len(frame)), "overlap": len(eval_ids), "eval_ids": eval_ids, "train_ids": train_ids}
+    return {
+        "train_problems": int(len(train)),
+        "total_overlap": sum(s["overlap"] for s in suites.values()),
+        "suites": suites,
+    }
+
+
+def check_decontamination(report: Mapping[str, Any], fail: bool) -> int:
+    """Log the overlap of ``report``; raise PipelineError when ``fail`` and there is any. Returns the total."""
+    total = int(report["total_overlap"])
+    if total == 0:
+        log.info("decontamination: no training problem appears in an evaluation suite")
+        return 0
+    parts = [
+        f"{name}: {s['overlap']}/{s['problems']} (e.g. {', '.join(s['eval_ids'][:5])})"
+        for name, s in report["suites"].items() if s["overlap"]
+    ]
+    message = f"training problems overlap evaluation suites on {total} problems: " + "; ".join(parts)
+    if fail:
+        raise PipelineError(message)
+    log.warning("%s", message)
+    return total
