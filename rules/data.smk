@@ -10,7 +10,7 @@ rule prepare_data:
         world_cfg=as_json(config["toy"]),
         suites_cfg=as_json(config["suites"]),
         suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
-        code=code_hash(*CORE_CODE, "data", "toy/world.py"),
+        code=code_hash(*CORE_CODE, "data/prepare.py", "data/schema.py", "toy/world.py"),
     conda:
         ENV
     log:
