@@ -1,5 +1,24 @@
-# The papers' tables and figures: Pass@K (Table 2 layout, Table 3 comparison) and the
-# training dynamics (Fig. 6-7: reward, length, entropy, psi/|A|).
+# The papers' tables and figures: Pass@K (Table 2 layout with deltas vs each method's
+# baseline, Table 3 comparison), the paired bootstrap against the baseline, the base-vs-RL
+# crossing point K*, the training dynamics (Fig. 6-7: reward, length, entropy, psi/|A|),
+# and REPORT.md assembling them. Outputs marked report(...) go into the Snakemake HTML
+# report (`snakemake --report report.html`); their captions live in report/*.rst.
+
+from pipeline.report.workflow import (
+    method_baselines,
+    option,
+    reference_files,
+    report_config,
+    report_settings,
+    reported_options,
+)
+
+BASELINES = method_baselines(METHODS, BASELINE_OF)
+# Optional `report:` config section (paper-scale runs): reported numbers to show beside
+# ours and which of our suites is which reported benchmark; the paired bootstrap's
+# resamples and seed; the reported numbers REPORT.md lists for context.
+REPORT_SETTINGS = report_settings(config)
+PACKAGE_DIR = os.path.join(workflow.basedir, "pipeline")
 
 
 rule tables:
@@ -7,15 +26,38 @@ rule tables:
         passk=expand(f"{RESULTS}/scores/{{model}}/{{suite}}.passk.json", model=MODELS, suite=SUITES),
     output:
         md=f"{RESULTS}/tables/main.md",
-        csv=f"{RESULTS}/tables/main.csv",
+        csv=report(
+            f"{RESULTS}/tables/main.csv",
+            caption="../report/main_table.rst",
+            category="Tables",
+            labels={"table": "main (Table 2 layout)"},
+        ),
         tex=f"{RESULTS}/tables/main.tex",
-        comparisons=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=list(comparison_tables()), ext=["md", "csv", "tex"]),
+        comparisons=[
+            report(
+                f"{RESULTS}/tables/{name}.{ext}",
+                caption="../report/comparison_table.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            if ext == "csv"
+            else f"{RESULTS}/tables/{name}.{ext}"
+            for name in comparison_tables()
+            for ext in ("md", "csv", "tex")
+        ],
     params:
         methods=list(METHODS),
         suites=SUITES,
         comparisons=as_json(comparison_tables()),
+        baselines=as_json(BASELINES),
+        reported=reported_options(REPORT_SETTINGS, as_json(REPORT_SETTINGS["suite_map"])),
         out_dir=lambda wc, output: os.path.dirname(output.md),
-        code=code_hash(*CORE_CODE, "report/tables.py", "eval/passk.py"),
+        code=code_hash(
+            *CORE_CODE,
+            "report/tables.py",
+            "report/reference.py",
+            *reference_files(REPORT_SETTINGS["reported"], PACKAGE_DIR),
+        ),
     conda:
         ENV
     log:
@@ -24,7 +66,67 @@ rule tables:
         f"{BENCH}/tables.tsv"
     shell:
         "python -m pipeline tables --passk {input.passk:q} --methods {params.methods:q}"
-        " --suites {params.suites:q} --comparisons {params.comparisons:q} --out-dir {params.out_dir:q} 2> {log:q}"
+        " --suites {params.suites:q} --comparisons {params.comparisons:q} --baselines {params.baselines:q}"
+        " {params.reported} --out-dir {params.out_dir:q} 2> {log:q}"
+
+
+rule paired_bootstrap:
+    input:
+        passk=rules.tables.input.passk,
+    output:
+        md=f"{RESULTS}/tables/comparisons.md",
+        csv=report(
+            f"{RESULTS}/tables/comparisons.csv",
+            caption="../report/paired_bootstrap.rst",
+            category="Analysis",
+            labels={"analysis": "paired bootstrap vs baseline"},
+        ),
+        tex=f"{RESULTS}/tables/comparisons.tex",
+    params:
+        baselines=as_json(BASELINES),
+        methods=list(METHODS),
+        suites=SUITES,
+        bootstrap=REPORT_SETTINGS["bootstrap"],
+        seed=REPORT_SETTINGS["seed"],
+        out_dir=lambda wc, output: os.path.dirname(output.md),
+        code=code_hash(*CORE_CODE, "report/compare.py", "report/tables.py", "eval/passk.py"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/paired_bootstrap.log",
+    benchmark:
+        f"{BENCH}/paired_bootstrap.tsv"
+    shell:
+        "python -m pipeline compare --passk {input.passk:q} --baselines {params.baselines:q}"
+        " --methods {params.methods:q} --suites {params.suites:q} --bootstrap {params.bootstrap}"
+        " --seed {params.seed} --out-dir {params.out_dir:q} 2> {log:q}"
+
+
+rule crossing:
+    input:
+        passk=rules.tables.input.passk,
+    output:
+        md=f"{RESULTS}/tables/crossing.md",
+        csv=report(
+            f"{RESULTS}/tables/crossing.csv",
+            caption="../report/crossing.rst",
+            category="Analysis",
+            labels={"analysis": "base-vs-RL crossing point K*"},
+        ),
+    params:
+        methods=list(METHODS),
+        suites=SUITES,
+        out_dir=lambda wc, output: os.path.dirname(output.md),
+        code=code_hash(*CORE_CODE, "report/crossing.py", "report/tables.py"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/crossing.log",
+    benchmark:
+        f"{BENCH}/crossing.tsv"
+    shell:
+        "python -m pipeline crossing --passk {input.passk:q} --methods {params.methods:q}"
+        " --suites {params.suites:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule figures:
@@ -32,12 +134,32 @@ rule figures:
         passk=rules.tables.input.passk,
         metrics=expand(f"{RESULTS}/train/{{run}}/metrics.jsonl", run=TRAINED),
     output:
-        passk=expand(f"{RESULTS}/figures/passk_{{suite}}.png", suite=SUITES),
-        dynamics=f"{RESULTS}/figures/training_dynamics.png",
-        entropy=f"{RESULTS}/figures/entropy_control.png",
+        passk=[
+            report(
+                f"{RESULTS}/figures/passk_{suite}.png",
+                caption="../report/passk.rst",
+                category="Figures",
+                labels={"figure": "Pass@k curve", "suite": suite},
+            )
+            for suite in SUITES
+        ],
+        dynamics=report(
+            f"{RESULTS}/figures/training_dynamics.png",
+            caption="../report/training_dynamics.rst",
+            category="Figures",
+            labels={"figure": "training dynamics", "suite": "(training)"},
+        ),
+        entropy=report(
+            f"{RESULTS}/figures/entropy_control.png",
+            caption="../report/entropy_control.rst",
+            category="Figures",
+            labels={"figure": "entropy control", "suite": "(training)"},
+        ),
     params:
         runs=TRAINED,
         methods=list(METHODS),
+        # Fig. "entropy control": GRPO and the entropy-control strategies (all methods if none)
+        entropy_methods=comparison_tables().get("entropy_control", list(METHODS)),
         out_dir=lambda wc, output: os.path.dirname(output.dynamics),
         code=code_hash(*CORE_CODE, "report/figures.py"),
     conda:
@@ -48,4 +170,40 @@ rule figures:
         f"{BENCH}/figures.tsv"
     shell:
         "python -m pipeline figures --passk {input.passk:q} --metrics {input.metrics:q}"
-        " --metrics-runs {params.runs:q} --methods {params.methods:q} --out-dir {params.out_dir:q} 2> {log:q}"
+        " --metrics-runs {params.runs:q} --methods {params.methods:q} --entropy-methods {params.entropy_methods:q}"
+        " --out-dir {params.out_dir:q} 2> {log:q}"
+
+
+rule report_md:
+    input:
+        tables=[rules.tables.output.md, *expand(f"{RESULTS}/tables/{{name}}.md", name=list(comparison_tables()))],
+        comparisons=rules.paired_bootstrap.output.md,
+        crossing=rules.crossing.output.md,
+        figures=rules.figures.output,
+    output:
+        md=report(
+            f"{RESULTS}/REPORT.md",
+            caption="../report/report_md.rst",
+            category="Summary",
+            labels={"file": "REPORT.md"},
+        ),
+    params:
+        config=as_json(report_config(config, list(METHODS), BASELINES, SEEDS, SUITES)),
+        paper_context=option("--paper-context", REPORT_SETTINGS["paper_context"]),
+        code=code_hash(
+            *CORE_CODE,
+            "report/report.py",
+            "report/reference.py",
+            "report/tables.py",
+            *reference_files(REPORT_SETTINGS["paper_context"], PACKAGE_DIR),
+        ),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/report_md.log",
+    benchmark:
+        f"{BENCH}/report_md.tsv"
+    shell:
+        "python -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
+        " --crossing {input.crossing:q} --figures {input.figures:q} --config {params.config:q}"
+        " {params.paper_context} --out {output.md:q} 2> {log:q}"

@@ -434,3 +434,13 @@ def test_decontamination_on_loaded_frames(tmp_path, cache):
     report = decontamination_report(dapo, {"math500": math})
     assert report["suites"]["math500"]["eval_ids"] == ["math500-test/algebra/2584.json"]
     assert report["suites"]["math500"]["train_ids"] == ["dapo17k-uuid-leak"]
+
+
+def test_ids_fall_back_to_row_positions_without_an_own_id(tmp_path, cache):
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in AIME24_ROWS]
+    frame = load_benchmark("aime24", data_files=write_jsonl(tmp_path / "a.jsonl", rows), cache_dir=cache, expected_rows=3)
+    assert frame["id"].tolist() == ["aime24-0", "aime24-1", "aime24-2"]
+    rows = [{k: v for k, v in r.items() if k != "extra_info"} for r in dapo_rows()]
+    frame = load_benchmark("dapo17k", data_files=write_parquet(tmp_path / "d.parquet", rows), cache_dir=cache,
+                           expected_rows=4)
+    assert frame["id"].tolist() == ["dapo17k-0", "dapo17k-1", "dapo17k-2", "dapo17k-3"]

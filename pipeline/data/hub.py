@@ -380,9 +380,13 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows)
         "problem": _field(spec, table, spec.problem_field, origin),
         "answer": _field(spec, table, spec.answer_field, origin),
     }
-    own_ids = spec.id_field is not None and spec.id_field.split(".")[0] in table.column_names
-    if own_ids:
-        columns["own_id"] = _field(spec, table, spec.id_field, origin)
+    own_ids = False
+    if spec.id_field is not None:
+        try:
+            columns["own_id"] = _field(spec, table, spec.id_field, origin)
+            own_ids = True
+        except PipelineError as err:  # ids are not protocol-critical: fall back to row positions
+            log.info("benchmark %s: no own id column (%s); ids are <benchmark>-<row>", spec.name, err)
     if spec.difficulty_field is not None:
         columns["difficulty"] = _field(spec, table, spec.difficulty_field, origin)
     frame = pa.table(columns).to_pandas(types_mapper=None)
@@ -497,12 +501,13 @@ def decontamination_report(train: pd.DataFrame, evals: Mapping[str, pd.DataFrame
         train_by_text.setdefault(normalize_problem_text(text), []).append(pid)
     suites = {}
     for name, frame in evals.items():
-        eval_ids, train_ids = [], []
+        eval_ids, train_ids, seen = [], [], set()
         for pid, text in zip(frame["id"].astype(str), frame["problem"]):
             matches = train_by_text.get(normalize_problem_text(text))
             if matches:
                 eval_ids.append(pid)
-                train_ids.extend(m for m in matches if m not in train_ids)
+                train_ids.extend(m for m in matches if m not in seen)
+                seen.update(matches)
         suites[name] = {"problems": int(len(frame)), "overlap": len(eval_ids), "eval_ids": eval_ids, "train_ids": train_ids}
     return {
         "train_problems": int(len(train)),

@@ -147,8 +147,11 @@ def grade_answer_line(response: str, answer: str) -> bool:
     return pred is not None and answers_match(pred, answer)
 
 
-GRADERS: dict[str, GraderFn] = {
+GRADERS: dict[str, GraderFn | str] = {
     "answer_line": grade_answer_line,
+    # Registered by import path: math-verify (sympy, ANTLR) is imported only where used.
+    "math_verify": "pipeline.eval.math_graders:math_verify_grader",
+    "boxed_strict": "pipeline.eval.math_graders:boxed_strict",
 }
 
 
@@ -157,6 +160,8 @@ def resolve_grader(grader: str) -> GraderFn:
     if not isinstance(grader, str):
         raise ValueError(f"grader must be a name, got {grader!r}")
     fn = GRADERS.get(grader)
+    if isinstance(fn, str):
+        return resolve_grader(fn)
     if fn is not None:
         return fn
     if ":" in grader:

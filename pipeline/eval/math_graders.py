@@ -88,22 +88,24 @@ class _DropDisabledTimeoutWarning(logging.Filter):
         return not str(record.msg).startswith("Timeout is disabled")
 
 
-_math_verify = None
+# Imported with this module, not on first use: grading workers import the grader's module
+# before their timed loop, so a sample's timeout is not spent importing sympy/ANTLR.
+try:
+    import math_verify as _math_verify
+except ImportError as _err:  # pragma: no cover - depends on the environment
+    _math_verify = None
+    _MATH_VERIFY_IMPORT_ERROR = str(_err)
+else:
+    for _name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(_name).addFilter(_DropDisabledTimeoutWarning())
 
 
 def _load_math_verify():
-    """Import Math-Verify on first use (workers import it themselves; it is an optional extra)."""
-    global _math_verify
-    if _math_verify is None:
-        try:
-            import math_verify
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the math_verify grader needs the math-verify package: pip install 'math-verify[antlr4_13_2]'"
-            ) from err
-        for name in ("math_verify.parser", "math_verify.grader"):
-            logging.getLogger(name).addFilter(_DropDisabledTimeoutWarning())
-        _math_verify = math_verify
+    if _math_verify is None:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the math_verify grader needs the math-verify package: pip install 'math-verify[antlr4-13-2]' "
+            f"({_MATH_VERIFY_IMPORT_ERROR})"
+        )
     return _math_verify
 
 
