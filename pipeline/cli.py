@@ -16,7 +16,9 @@ from pipeline.errors import PipelineError
 
 STAGES: dict[str, tuple[str, str]] = {
     "prepare-data": ("pipeline.data.prepare", "Generate or load evaluation suites and the training split."),
+    "prepare-hub-data": ("pipeline.data.prepare_hub", "Load the paper-scale suites and training set (pinned revisions)."),
     "build-base-model": ("pipeline.toy.build", "Build the toy tokenizer and tiny Llama model, SFT it, save_pretrained."),
+    "fetch-base-model": ("pipeline.fetch", "Fetch the paper-scale base model (pinned revision or local mirror)."),
     "sample": ("pipeline.sampling.stage", "Draw n samples per problem from a model for one suite."),
     "train": ("pipeline.rl.trainer", "RL-train a policy with one method and seed."),
     "score": ("pipeline.eval.score", "Grade samples and compute Pass@K for one model and suite."),

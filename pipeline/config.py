@@ -73,10 +73,17 @@ def check_config(config: dict) -> dict:
                 f"config key 'suites.{name}.k': Pass@{suite['k']} needs at least k samples per problem, "
                 f"but n_samples is {suite['n_samples']}"
             )
-        if config["world"] == "toy":
-            for key in ("problems", "difficulties"):
-                if key not in suite:
-                    raise ConfigError(f"config key 'suites.{name}.{key}': required for a toy-world suite")
+        required = ("problems", "difficulties") if config["world"] == "toy" else ("benchmark",)
+        for key in required:
+            if key not in suite:
+                raise ConfigError(f"config key 'suites.{name}.{key}': required for a {config['world']}-world suite")
+    if config["world"] == "hub":
+        if "benchmark" not in config.get("train_data", {}):
+            raise ConfigError("config key 'train_data.benchmark': required in the hub world")
+        hub = config["base_model"].get("hub") or {}
+        # The revision itself is enforced when the model is fetched (a dry run needs none).
+        if not hub.get("local_path") and not hub.get("repo_id"):
+            raise ConfigError("config key 'base_model.hub': needs repo_id (with a pinned revision) or local_path")
     training_keys = set(load_schema()["properties"]["training"]["properties"])
     for name, entry in config["methods"].items():
         try:

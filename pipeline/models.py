@@ -45,3 +45,29 @@ def save_model_atomically(model, tokenizer, out: str | Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
+
+
+def fetch_base_model(out: str | Path, repo_id: str | None, revision: str | None, local_path: str | None) -> Path:
+    """Materialise the base model in ``out``: a local directory is linked, a hub repository is
+    downloaded at a pinned revision (``huggingface_hub.snapshot_download``)."""
+    out = Path(out)
+    if local_path:
+        source = check_model_dir(local_path).resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_symlink() or out.exists():
+            out.unlink() if out.is_symlink() else shutil.rmtree(out)
+        out.symlink_to(source, target_is_directory=True)
+        return out
+    if not repo_id or not revision:
+        raise PipelineError("base_model.hub needs 'repo_id' and a pinned 'revision' (or a 'local_path')")
+    from huggingface_hub import snapshot_download
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    snapshot_download(repo_id=repo_id, revision=revision, local_dir=tmp)
+    check_model_dir(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -1,26 +1,45 @@
-# The base model: a tiny Llama built and SFT-trained from scratch (toy world), saved with
-# save_pretrained so every later rule loads it with from_pretrained like a hub model.
+# The base model. Toy world: a tiny Llama built and SFT-trained from scratch. Hub world:
+# the pretrained model at a pinned revision (or a local mirror). Either way it ends up as
+# a save_pretrained directory that every later rule loads with from_pretrained.
 
+if config["world"] == "toy":
 
-rule build_base_model:
-    input:
-        suites=rules.prepare_data.output.suites,
-    output:
-        model=directory(f"{RESULTS}/models/base"),
-        metrics=f"{RESULTS}/base_model/sft_metrics.json",
-    params:
-        cfg=as_json(config["base_model"]),
-        world=as_json(config["toy"]),
-        template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
-        code=code_hash(*CORE_CODE, "toy", *SAMPLER_CODE, "models.py", "eval/grading.py"),
-    threads: config["threads"]["build_base_model"]
-    conda:
-        ENV
-    log:
-        f"{LOGS}/build_base_model.log",
-    benchmark:
-        f"{BENCH}/build_base_model.tsv"
-    shell:
-        "python -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
-        " --exclude {input.suites:q} --out {output.model:q} --metrics {output.metrics:q}"
-        " --threads {threads} 2> {log:q}"
+    rule build_base_model:
+        input:
+            suites=rules.prepare_data.output.suites,
+        output:
+            model=directory(f"{RESULTS}/models/base"),
+            metrics=f"{RESULTS}/base_model/sft_metrics.json",
+        params:
+            cfg=as_json(config["base_model"]),
+            world=as_json(config["toy"]),
+            template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
+            code=code_hash(*CORE_CODE, "toy", *SAMPLER_CODE, "models.py", "eval/grading.py"),
+        threads: config["threads"]["build_base_model"]
+        conda:
+            ENV
+        log:
+            f"{LOGS}/build_base_model.log",
+        benchmark:
+            f"{BENCH}/build_base_model.tsv"
+        shell:
+            "python -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
+            " --exclude {input.suites:q} --out {output.model:q} --metrics {output.metrics:q}"
+            " --threads {threads} 2> {log:q}"
+
+else:
+
+    rule build_base_model:
+        output:
+            model=directory(f"{RESULTS}/models/base"),
+        params:
+            hub=as_json(config["base_model"]["hub"]),
+            code=code_hash(*CORE_CODE, "fetch.py", "models.py"),
+        conda:
+            ENV
+        log:
+            f"{LOGS}/build_base_model.log",
+        benchmark:
+            f"{BENCH}/build_base_model.tsv"
+        shell:
+            "python -m pipeline fetch-base-model --hub-json {params.hub:q} --out {output.model:q} 2> {log:q}"

@@ -1,23 +1,51 @@
-# Data preparation: evaluation suites and the RL training split, in one normalised schema.
+# Data preparation: evaluation suites and the RL training split, in one normalised schema
+# (id, problem, answer, difficulty, source), whichever world they come from.
 
+if config["world"] == "toy":
 
-rule prepare_data:
-    output:
-        suites=expand(f"{RESULTS}/data/suites/{{suite}}.parquet", suite=SUITES),
-        train=f"{RESULTS}/data/train.parquet",
-    params:
-        world=config["world"],
-        world_cfg=as_json(config["toy"]),
-        suites_cfg=as_json(config["suites"]),
-        suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
-        code=code_hash(*CORE_CODE, "data/prepare.py", "data/schema.py", "toy/world.py"),
-    conda:
-        ENV
-    log:
-        f"{LOGS}/prepare_data.log",
-    benchmark:
-        f"{BENCH}/prepare_data.tsv"
-    shell:
-        "python -m pipeline prepare-data --world {params.world:q} --world-json {params.world_cfg:q}"
-        " --suites-json {params.suites_cfg:q} --suites-dir {params.suites_dir:q}"
-        " --train-out {output.train:q} 2> {log:q}"
+    rule prepare_data:
+        output:
+            suites=expand(f"{RESULTS}/data/suites/{{suite}}.parquet", suite=SUITES),
+            train=f"{RESULTS}/data/train.parquet",
+        params:
+            world=config["world"],
+            world_cfg=as_json(config["toy"]),
+            suites_cfg=as_json(config["suites"]),
+            suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
+            code=code_hash(*CORE_CODE, "data/prepare.py", "data/schema.py", "toy/world.py"),
+        conda:
+            ENV
+        log:
+            f"{LOGS}/prepare_data.log",
+        benchmark:
+            f"{BENCH}/prepare_data.tsv"
+        shell:
+            "python -m pipeline prepare-data --world {params.world:q} --world-json {params.world_cfg:q}"
+            " --suites-json {params.suites_cfg:q} --suites-dir {params.suites_dir:q}"
+            " --train-out {output.train:q} 2> {log:q}"
+
+else:
+
+    # Real benchmarks through `datasets` at pinned revisions (or local mirrors), row counts
+    # asserted, and the training set checked for overlap with every evaluation suite.
+    rule prepare_data:
+        output:
+            suites=expand(f"{RESULTS}/data/suites/{{suite}}.parquet", suite=SUITES),
+            train=f"{RESULTS}/data/train.parquet",
+            decontamination=f"{RESULTS}/data/decontamination.json",
+        params:
+            suites_cfg=as_json(config["suites"]),
+            train_cfg=as_json(config["train_data"]),
+            fail="--fail-on-overlap" if config["decontamination"]["fail"] else "",
+            suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
+            code=code_hash(*CORE_CODE, "data/prepare_hub.py", "data/hub.py", "data/schema.py"),
+        conda:
+            ENV
+        log:
+            f"{LOGS}/prepare_data.log",
+        benchmark:
+            f"{BENCH}/prepare_data.tsv"
+        shell:
+            "python -m pipeline prepare-hub-data --suites-json {params.suites_cfg:q} --train-json {params.train_cfg:q}"
+            " {params.fail} --suites-dir {params.suites_dir:q} --train-out {output.train:q}"
+            " --report {output.decontamination:q} 2> {log:q}"

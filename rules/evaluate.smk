@@ -14,8 +14,13 @@ rule sample:
         sampling=as_json(config["sampling"]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         seed=lambda wc: stable_seed("sample", wc.model, wc.suite),
-        code=code_hash(*CORE_CODE, *SAMPLER_CODE, "sampling/stage.py", "models.py", "data/schema.py"),
+        chat="--chat-template" if config["prompt"]["chat_template"] else "",
+        code=code_hash(*CORE_CODE, *SAMPLER_CODE, "sampling/stage.py", "sampling/vllm_backend.py", "prompts.py", "models.py", "data/schema.py"),
     threads: config["threads"]["sample"]
+    resources:
+        gpu=config["resources"]["sample"]["gpu"],
+        mem_mb=config["resources"]["sample"]["mem_mb"],
+        runtime=config["resources"]["sample"]["runtime"],
     conda:
         ENV
     log:
@@ -24,7 +29,7 @@ rule sample:
         f"{BENCH}/sample/{{model}}/{{suite}}.tsv"
     shell:
         "python -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
-        " --sampling-json {params.sampling:q} --template {params.template:q} --seed {params.seed}"
+        " --sampling-json {params.sampling:q} --template {params.template:q} {params.chat} --seed {params.seed}"
         " --out {output.samples:q} --threads {threads} 2> {log:q}"
 
 

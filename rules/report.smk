@@ -25,12 +25,17 @@ rule tables:
     input:
         passk=expand(f"{RESULTS}/scores/{{model}}/{{suite}}.passk.json", model=MODELS, suite=SUITES),
     output:
-        md=f"{RESULTS}/tables/main.md",
+        md=report(
+            f"{RESULTS}/tables/main.md",
+            caption="../report/main_table.rst",
+            category="Tables",
+            labels={"table": "main (Table 2 layout)", "format": "Markdown"},
+        ),
         csv=report(
             f"{RESULTS}/tables/main.csv",
             caption="../report/main_table.rst",
             category="Tables",
-            labels={"table": "main (Table 2 layout)"},
+            labels={"table": "main (Table 2 layout)", "format": "CSV"},
         ),
         tex=f"{RESULTS}/tables/main.tex",
         comparisons=[
@@ -38,9 +43,9 @@ rule tables:
                 f"{RESULTS}/tables/{name}.{ext}",
                 caption="../report/comparison_table.rst",
                 category="Tables",
-                labels={"table": name},
+                labels={"table": name, "format": {"md": "Markdown", "csv": "CSV"}[ext]},
             )
-            if ext == "csv"
+            if ext in ("md", "csv")
             else f"{RESULTS}/tables/{name}.{ext}"
             for name in comparison_tables()
             for ext in ("md", "csv", "tex")
@@ -74,12 +79,17 @@ rule paired_bootstrap:
     input:
         passk=rules.tables.input.passk,
     output:
-        md=f"{RESULTS}/tables/comparisons.md",
+        md=report(
+            f"{RESULTS}/tables/comparisons.md",
+            caption="../report/paired_bootstrap.rst",
+            category="Analysis",
+            labels={"analysis": "paired bootstrap vs baseline", "format": "Markdown"},
+        ),
         csv=report(
             f"{RESULTS}/tables/comparisons.csv",
             caption="../report/paired_bootstrap.rst",
             category="Analysis",
-            labels={"analysis": "paired bootstrap vs baseline"},
+            labels={"analysis": "paired bootstrap vs baseline", "format": "CSV"},
         ),
         tex=f"{RESULTS}/tables/comparisons.tex",
     params:
@@ -106,12 +116,17 @@ rule crossing:
     input:
         passk=rules.tables.input.passk,
     output:
-        md=f"{RESULTS}/tables/crossing.md",
+        md=report(
+            f"{RESULTS}/tables/crossing.md",
+            caption="../report/crossing.rst",
+            category="Analysis",
+            labels={"analysis": "base-vs-RL crossing point K*", "format": "Markdown"},
+        ),
         csv=report(
             f"{RESULTS}/tables/crossing.csv",
             caption="../report/crossing.rst",
             category="Analysis",
-            labels={"analysis": "base-vs-RL crossing point K*"},
+            labels={"analysis": "base-vs-RL crossing point K*", "format": "CSV"},
         ),
     params:
         methods=list(METHODS),

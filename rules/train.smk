@@ -16,8 +16,13 @@ rule train:
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         grader=config["grader"],
         checkpoints=lambda wc, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
-        code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "models.py", "data/schema.py", "eval/grading.py"),
+        chat="--chat-template" if config["prompt"]["chat_template"] else "",
+        code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "prompts.py", "models.py", "data/schema.py", "eval/grading.py"),
     threads: config["threads"]["train"]
+    resources:
+        gpu=config["resources"]["train"]["gpu"],
+        mem_mb=config["resources"]["train"]["mem_mb"],
+        runtime=config["resources"]["train"]["runtime"],
     conda:
         ENV
     log:
@@ -26,6 +31,6 @@ rule train:
         f"{BENCH}/train/{{method}}/seed{{seed}}.tsv"
     shell:
         "python -m pipeline train --base-model {input.base:q} --train-problems {input.problems:q}"
-        " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q}"
+        " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
         " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
         " --checkpoint-dir {params.checkpoints:q} --threads {threads} 2> {log:q}"

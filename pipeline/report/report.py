@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
@@ -165,15 +164,16 @@ def figures_section(figures: list[Path], out: Path) -> str:
 
 def _reported_markdown(frame: pd.DataFrame) -> str:
     cols = [c for c in frame.columns if c != "model"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":---" if frame[c].dtype == object else "---:" for c in cols) + "|"]
+    numeric = {c: pd.api.types.is_numeric_dtype(frame[c]) for c in cols}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if numeric[c] else ":---" for c in cols) + "|"]
     for _, row in frame.iterrows():
         cells = []
         for c in cols:
             v = row[c]
-            if isinstance(v, float):
-                cells.append("—" if math.isnan(v) else f"{v:g}")
+            if numeric[c]:
+                cells.append("—" if pd.isna(v) else f"{float(v):.1f}")
             else:
-                cells.append(str(v))
+                cells.append("—" if pd.isna(v) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

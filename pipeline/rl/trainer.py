@@ -40,6 +40,7 @@ from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.eval.grading import grade
 from pipeline.models import load_model_and_tokenizer, save_model_atomically
+from pipeline.prompts import render_prompts
 from pipeline.rl import registry
 from pipeline.rl.advantages import masked_mean, shaping_ratio
 from pipeline.rl.entropy import logprobs_and_entropy
@@ -168,6 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method-json", required=True, help="resolved method spec incl. its training settings")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--template", required=True)
+    parser.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
     parser.add_argument("--grader", default="answer_line")
     parser.add_argument("--out-model", required=True, help="directory for the trained model")
     parser.add_argument("--metrics", required=True, help="metrics JSONL (one record per policy update)")
@@ -208,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     problems = read_problems(args.train_problems)
     n_problems = len(problems)
     sampler = HFSampler(policy, tokenizer, batch_size=4096)
-    prompt_ids_all = sampler.encode([args.template.format(problem=p) for p in problems["problem"]])
+    prompt_ids_all = sampler.encode(render_prompts(problems["problem"], args.template, tokenizer, args.chat_template))
     answers_all = list(problems["answer"])
 
     ckpt_dir = Path(args.checkpoint_dir)

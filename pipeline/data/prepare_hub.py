@@ -1,0 +1,52 @@
+"""Stage ``prepare-hub-data``: the paper-scale suites and training set from real datasets.
+
+Each suite and the training set are loaded through :mod:`pipeline.data.hub` (pinned hub
+revision, or local ``data_files`` / ``path`` mirrors in the dataset's own layout), mapped
+to the normalised schema, row counts asserted. The training set is checked for overlap
+with every evaluation suite (normalised text): the overlap is logged and written to a
+report; ``decontamination.fail: true`` in the config turns it into an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipeline import io
+from pipeline.data.hub import check_decontamination, decontamination_report, load_benchmark_from_config
+
+log = logging.getLogger(__name__)
+
+LOADER_KEYS = ("revision", "data_files", "path", "cache_dir", "expected_rows")
+
+
+def loader_config(entry: dict) -> dict:
+    return {k: entry[k] for k in LOADER_KEYS if entry.get(k) is not None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suites-json", required=True, help="the suites config slice (JSON)")
+    parser.add_argument("--train-json", required=True, help="the train_data config slice (JSON)")
+    parser.add_argument("--fail-on-overlap", action="store_true")
+    parser.add_argument("--suites-dir", required=True)
+    parser.add_argument("--train-out", required=True)
+    parser.add_argument("--report", required=True, help="decontamination report JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    suites_cfg, train_cfg = json.loads(args.suites_json), json.loads(args.train_json)
+    frames = {}
+    for name, entry in suites_cfg.items():
+        frames[name] = load_benchmark_from_config(entry["benchmark"], loader_config(entry))
+        log.info("suite %s (%s): %d problems", name, entry["benchmark"], len(frames[name]))
+    train = load_benchmark_from_config(train_cfg["benchmark"], loader_config(train_cfg))
+    log.info("training set (%s): %d problems", train_cfg["benchmark"], len(train))
+    report = decontamination_report(train, frames)
+    io.write_json(args.report, report)
+    check_decontamination(report, fail=args.fail_on_overlap)  # raises only after the report is written
+    for name, frame in frames.items():
+        io.write_parquet(Path(args.suites_dir) / f"{name}.parquet", frame)
+    io.write_parquet(args.train_out, train)
+    return 0

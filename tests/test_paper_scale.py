@@ -1,0 +1,63 @@
+"""Paper scale on this machine: the hub-world data stage on local mirrors (real `datasets`),
+and dry runs of every paper config listing methods x seeds x suites with GPU resources."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.cli import main
+from tests.test_hub_loaders import AIME24_ROWS, dapo_row, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CONFIGS = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+
+
+def test_prepare_hub_data_on_local_mirrors_reports_overlap(tmp_path):
+    aime = write_jsonl(tmp_path / "aime24.jsonl", AIME24_ROWS)
+    overlap = AIME24_ROWS[0]["problem"]
+    dapo = write_jsonl(tmp_path / "dapo.jsonl", [
+        dapo_row("What is $1+1$?", "2", "a"), dapo_row("What is $1+1$?", "2", "b"), dapo_row(overlap, "204", "c"),
+    ])
+    suites = {"aime24": {"benchmark": "aime24", "data_files": str(aime), "expected_rows": len(AIME24_ROWS), "k": 2, "n_samples": 2}}
+    train = {"benchmark": "dapo17k", "data_files": str(dapo), "expected_rows": [1, 10]}
+    args = [
+        "prepare-hub-data", "--suites-json", json.dumps(suites), "--train-json", json.dumps(train),
+        "--suites-dir", str(tmp_path / "suites"), "--train-out", str(tmp_path / "train.parquet"),
+        "--report", str(tmp_path / "decontamination.json"),
+    ]
+    assert main(args) == 0  # overlap only warns by default
+    report = json.loads((tmp_path / "decontamination.json").read_text())
+    assert report["total_overlap"] == 1
+    assert len(pd.read_parquet(tmp_path / "train.parquet")) == 2  # deduplicated
+    assert list(pd.read_parquet(tmp_path / "suites" / "aime24.parquet")["answer"]) == [r["answer"] for r in AIME24_ROWS]
+    # the config switch makes it fail, and the report is still written
+    (tmp_path / "decontamination.json").unlink()
+    assert main(args + ["--fail-on-overlap"]) == 2
+    assert (tmp_path / "decontamination.json").exists()
+
+
+@pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_config_dry_run_lists_the_job_graph_with_gpus(config, tmp_path):
+    cfg = yaml.safe_load(config.read_text())
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(config), "--cores", "64"],
+        capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    n_runs = len(cfg["methods"]) * len(cfg["seeds"])
+    n_suites = len(cfg["suites"])
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert int(counts["train"]) == n_runs
+    assert int(counts["sample"]) == (n_runs + 1) * n_suites
+    assert int(counts["score"]) == (n_runs + 1) * n_suites
+    train_gpus = cfg["resources"]["train"]["gpu"]
+    assert re.search(rf"rule train:.*?resources:[^\n]*gpu={train_gpus}\b", out, flags=re.S)
+    assert re.search(rf"rule sample:.*?resources:[^\n]*gpu={cfg['resources']['sample']['gpu']}\b", out, flags=re.S)
