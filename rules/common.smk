@@ -29,6 +29,8 @@ BENCH = f"{RESULTS}/benchmarks/rules"
 # conda environment comes first instead.
 shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
 ENV = "../envs/pipeline.yaml"
+# vLLM pins its own torch and needs CUDA: the sampling rule gets its own environment then.
+SAMPLE_ENV = "../envs/vllm.yaml" if config["sampling"]["backend"] == "vllm" else ENV
 METHODS = method_specs(config)
 SEEDS = config["seeds"]
 SUITES = list(config["suites"])

@@ -22,7 +22,7 @@ rule sample:
         mem_mb=config["resources"]["sample"]["mem_mb"],
         runtime=config["resources"]["sample"]["runtime"],
     conda:
-        ENV
+        SAMPLE_ENV
     log:
         f"{LOGS}/sample/{{model}}/{{suite}}.log",
     benchmark:
