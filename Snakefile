@@ -20,6 +20,9 @@ if not workflow.overwrite_configfiles:
 
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base_model.smk"
@@ -33,3 +36,6 @@ rule all:
     input:
         rules.tables.output,
         rules.figures.output,
+        rules.paired_bootstrap.output,
+        rules.crossing.output,
+        rules.report_md.output,

@@ -24,6 +24,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "score": ("pipeline.eval.score", "Grade samples and compute Pass@K for one model and suite."),
     "tables": ("pipeline.report.tables", "Build the Pass@K tables (Markdown, CSV, LaTeX)."),
     "figures": ("pipeline.report.figures", "Draw Pass@K curves and training-dynamics figures."),
+    "compare": ("pipeline.report.compare", "Paired bootstrap of each method against its baseline (comparisons.{md,csv,tex})."),
+    "crossing": ("pipeline.report.crossing", "Base-vs-RL crossing point K* of the Pass@k curves (crossing.{md,csv})."),
+    "report": ("pipeline.report.report", "Assemble REPORT.md from the tables, analyses and figures."),
 }
 
 

@@ -4,7 +4,7 @@
 # and REPORT.md assembling them. Outputs marked report(...) go into the Snakemake HTML
 # report (`snakemake --report report.html`); their captions live in report/*.rst.
 
-from pipeline.report.workflow import (
+from pipeline.report.rule_params import (
     method_baselines,
     option,
     reference_files,

@@ -91,7 +91,8 @@ write_conf() {
     node="$(slurmd -C | head -1)"
     case "$node" in NodeName=*) ;; *) die "slurmd -C gave no node line: $node" ;; esac
     node="${node#NodeName=* }"   # drop "NodeName=<host>"
-    mkdir -p "$DIR/state" "$DIR/spool"
+    # A fresh cluster every time: no jobs, node states or drain reasons from an earlier one.
+    rm -rf "$DIR/state" "$DIR/spool" && mkdir -p "$DIR/state" "$DIR/spool"
     cat >"$CONF" <<EOF
 # Written by scripts/slurm-local.sh: a single-node test cluster on $host.
 ClusterName=local
@@ -127,8 +128,19 @@ SlurmdDebug=info
 NodeName=$host NodeAddr=127.0.0.1 $node Gres=gpu:$GPU_TYPE:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+    # slurmd drops GPUs without a File, and a File must be a device node: stand-ins that
+    # are /dev/null's twins (char 1:3). Jobs that ask for GPUs are scheduled on them and
+    # get CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS like on a GPU node; nothing is fenced
+    # (TaskPlugin=task/none).
+    local files=()
+    rm -rf "$DIR/gpus" && mkdir -p "$DIR/gpus"
+    for i in $(seq 0 $((GPUS - 1))); do
+        mknod -m 0666 "$DIR/gpus/gpu$i" c 1 3 || die "mknod $DIR/gpus/gpu$i failed (stand-in GPU device)"
+        files+=("$DIR/gpus/gpu$i")
+    done
+    local IFS=,
     cat >"$DIR/gres.conf" <<EOF
-NodeName=$host Name=gpu Type=$GPU_TYPE Count=$GPUS
+NodeName=$host Name=gpu Type=$GPU_TYPE File=${files[*]}
 EOF
 }
 
@@ -151,7 +163,9 @@ cmd_up() {
     start_munge
     write_conf
     [ "$(id -u)" -eq 0 ] || die "slurmd needs root"
-    setsid slurmctld -D -i -f "$CONF" >"$DIR/slurmctld.out" 2>&1 </dev/null &
+    # SLURM_CONF also for the daemons: slurmd finds gres.conf next to the slurm.conf it names.
+    export SLURM_CONF="$CONF"
+    setsid slurmctld -D -c -f "$CONF" >"$DIR/slurmctld.out" 2>&1 </dev/null &
     echo "slurmctld $!" >>"$PIDS"
     setsid slurmd -D -f "$CONF" >"$DIR/slurmd.out" 2>&1 </dev/null &
     echo "slurmd $!" >>"$PIDS"
@@ -159,6 +173,10 @@ cmd_up() {
     while [ "$waited" -lt $((UP_TIMEOUT * 2)) ]; do
         state="$(node_state)"
         [ "$state" = idle ] && break
+        case "$state" in
+            inval* | drain* | down*)
+                die "node $state: $(SLURM_CONF="$CONF" sinfo -h -N -o %E) (logs in $DIR)" ;;
+        esac
         while read -r name pid; do
             alive "$pid" || die "$name exited: $(tail -5 "$DIR/$name.out" "$DIR/$name.log" 2>/dev/null)"
         done <"$PIDS"

@@ -88,3 +88,32 @@ def test_dry_run_explains_reruns_after_a_method_change(micro_run, tmp_path):
     assert counts.get("train") == 1
     assert counts.get("sample") == 2 and counts.get("score") == 2
     assert "build_base_model" not in counts and "prepare_data" not in counts
+
+
+def test_report_outputs(micro_run):
+    results = micro_run / "results"
+    text = (results / "REPORT.md").read_text()
+    for heading in ("## Run configuration", "## Main results", "## Paired bootstrap", "## Where the base model catches up",
+                    "## Figures"):
+        assert heading in text
+    for link in ("figures/passk_micro-hard.png", "figures/passk_micro-mixed.png", "figures/training_dynamics.png",
+                 "figures/entropy_control.png"):
+        assert f"]({link})" in text and (results / link).exists()
+    assert "| Δ vs grpo |" in (results / "tables" / "main.md").read_text()
+    comp = pd.read_csv(results / "tables" / "comparisons.csv")
+    assert set(comp["suite"]) == {"micro-hard", "micro-mixed"} and set(comp["metric"]) == {"pass@K", "pass@1"}
+    assert (comp["method"] == "grpo_entropy_adv").all() and (comp["baseline"] == "grpo").all()
+    assert ((comp["ci_lo"] <= comp["diff_pp"]) & (comp["diff_pp"] <= comp["ci_hi"])).all()
+    assert ((comp["p_value"] >= 0) & (comp["p_value"] <= 1)).all()
+    cross = pd.read_csv(results / "tables" / "crossing.csv", dtype={"k_star": str})
+    assert len(cross) == 2 * 2
+    assert (results / "logs" / "report_md.log").exists() and (results / "benchmarks" / "rules" / "crossing.tsv").exists()
+
+
+def test_html_report(micro_run):
+    proc = snakemake(micro_run, "--report", str(micro_run / "report.html"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    html = (micro_run / "report.html").read_text()
+    for name in ("passk_micro-hard.png", "training_dynamics.png", "main.csv", "comparisons.csv", "crossing.csv",
+                 "REPORT.md"):
+        assert name in html

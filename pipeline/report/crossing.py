@@ -37,7 +37,7 @@ COLUMNS = (
     "method", "suite", "k_max", "k_star", "base_pct_at_k_star", "method_pct_at_k_star", "diff_at_k_max_pp", "n_seeds",
 )
 NOTE = (
-    "K*: the smallest k on the grid 1, 2, 4, …, K at which the base model's Pass@k is at least the method's "
+    "K\\*: the smallest k on the grid 1, 2, 4, …, K at which the base model's Pass@k is at least the method's "
     "(method averaged over seeds); 'none': the method stays above the base model up to K. "
     "Δ@K: method − base at k = K, percentage points."
 )

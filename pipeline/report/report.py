@@ -53,7 +53,7 @@ FIGURE_CAPTIONS = {
     ),
     "entropy_control": (
         "Entropy control",
-        "Mean token entropy of the entropy-control methods (dashed: AER's target H*) and AER's coefficient α_t.",
+        "Mean token entropy of the entropy-control methods (dashed: AER's target H\\*) and AER's coefficient α_t.",
     ),
 }
 PASSK_RE = re.compile(r"^passk_(?P<suite>.+)$")
@@ -142,11 +142,13 @@ def figures_section(figures: list[Path], out: Path) -> str:
     for fig in figures:
         stem = Path(fig).stem
         (passk if PASSK_RE.match(stem) else others).append(fig)
+    known = list(FIGURE_CAPTIONS)
+    others.sort(key=lambda f: known.index(Path(f).stem) if Path(f).stem in known else len(known))
     lines = ["## Figures", ""]
     if passk:
         lines += ["### Pass@k curves", "",
                   "*Pass@k against k (log scale) for the base model (black, dashed) and each method; mean over seeds, "
-                  "band = min–max over seeds. Where the base curve meets a method's curve is K* above.*", ""]
+                  "band = min–max over seeds. Where the base curve meets a method's curve is K\\* above.*", ""]
         for fig in passk:
             suite = PASSK_RE.match(Path(fig).stem).group("suite")
             lines += [f"![Pass@k on {suite}]({relative_link(fig, out)})", ""]
@@ -232,8 +234,8 @@ def build_report(
         "## Where the base model catches up: crossing point K*",
         "",
         "*RL raises Pass@k at small k; at large k the base model often matches or overtakes it (Yue et al. 2025). "
-        "K* is the first k where the base model's Pass@k reaches the method's; a method that widens exploration "
-        "pushes K* up or removes the crossing ('none'). Source: `crossing.md` (also `.csv`).*",
+        "K\\* is the first k where the base model's Pass@k reaches the method's; a method that widens exploration "
+        "pushes K\\* up or removes the crossing ('none'). Source: `crossing.md` (also `.csv`).*",
         "",
         embed_markdown(_read(crossing, "crossing file")),
         figures_section(figures, out),
