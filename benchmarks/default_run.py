@@ -36,7 +36,9 @@ def main() -> int:
         shutil.rmtree(results)
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
-        "--configfile", args.configfile, "--config", f"results_dir={results}", "--cores", args.cores, "--quiet",
+        "--configfile", args.configfile, "--config", f"results_dir={results}",
+        "allow_absolute_paths=True",  # the results directory may be anywhere (config.py refuses that by default)
+        "--cores", args.cores, "--quiet",
     ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -53,3 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk inside a library's own writer (e.g. the datasets cache)
+        from pipeline.io import is_out_of_space
+
+        if not is_out_of_space(err):
+            raise
+        print(f"error: {err.strerror}: {err.filename or ''} (out of disk space?)", file=sys.stderr)
+        return 2

@@ -7,6 +7,7 @@ so a typo stops the run with one message naming the key, before any job starts.
 from __future__ import annotations
 
 import copy
+import os
 from importlib import resources
 from typing import Any
 
@@ -100,7 +101,49 @@ def check_config(config: dict) -> dict:
     arch = config["base_model"]["architecture"]
     if arch["hidden_size"] % arch["num_heads"]:
         raise ConfigError("config key 'base_model.architecture.num_heads': must divide hidden_size")
+    _check_paths(config)
     return config
+
+
+def path_keys(config: dict) -> list[tuple[str, str]]:
+    """Every (config key, path) the config holds: outputs, caches, local inputs."""
+    found = [("results_dir", config["results_dir"])]
+    sections = [(f"suites.{name}", suite) for name, suite in config["suites"].items()]
+    sections.append(("train_data", config.get("train_data") or {}))
+    for where, section in sections:
+        for key in ("path", "cache_dir"):
+            if isinstance(section.get(key), str):
+                found.append((f"{where}.{key}", section[key]))
+        files = section.get("data_files")
+        for i, f in enumerate([files] if isinstance(files, str) else files or []):
+            found.append((f"{where}.data_files" + ("" if isinstance(files, str) else f"[{i}]"), f))
+    local = (config["base_model"].get("hub") or {}).get("local_path")
+    if isinstance(local, str):
+        found.append(("base_model.hub.local_path", local))
+    return found
+
+
+def _check_paths(config: dict) -> None:
+    """Paths stay inside the working directory unless ``allow_absolute_paths`` says otherwise;
+    ``results_dir`` must be a subdirectory (never the project directory itself)."""
+    allow = config["allow_absolute_paths"]
+    for key, value in path_keys(config):
+        if "://" in value:  # a URL (e.g. hf://), not a local path
+            continue
+        if not allow:
+            if os.path.isabs(value) or value.startswith("~"):
+                raise ConfigError(
+                    f"config key '{key}': absolute path {value!r} is outside the project directory "
+                    "(set allow_absolute_paths: true to allow it)"
+                )
+            normal = os.path.normpath(value)
+            if normal == ".." or normal.startswith(".." + os.sep):
+                raise ConfigError(
+                    f"config key '{key}': path {value!r} leads out of the project directory "
+                    "(set allow_absolute_paths: true to allow it)"
+                )
+        if key == "results_dir" and os.path.normpath(value) in (".", os.sep):
+            raise ConfigError(f"config key 'results_dir': {value!r} is the project directory itself; name a subdirectory")
 
 
 def _check_training(where: str, training: dict) -> None:

@@ -15,6 +15,7 @@ rule sample:
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         seed=lambda wc: stable_seed("sample", wc.model, wc.suite),
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
+        trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
         code=code_hash(*CORE_CODE, *SAMPLER_CODE, "sampling/stage.py", "sampling/vllm_backend.py", "prompts.py", "models.py", "data/schema.py"),
     threads: config["threads"]["sample"]
     resources:
@@ -30,7 +31,7 @@ rule sample:
     shell:
         "python -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
         " --sampling-json {params.sampling:q} --template {params.template:q} {params.chat} --seed {params.seed}"
-        " --out {output.samples:q} --threads {threads} 2> {log:q}"
+        " --out {output.samples:q} {params.trust} --threads {threads} 2> {log:q}"
 
 
 rule score:

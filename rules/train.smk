@@ -17,6 +17,7 @@ rule train:
         grader=config["grader"],
         checkpoints=lambda wc, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
+        trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
         code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "prompts.py", "models.py", "data/schema.py", "eval/grading.py"),
     threads: config["threads"]["train"]
     resources:
@@ -33,4 +34,4 @@ rule train:
         "python -m pipeline train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
         " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
-        " --checkpoint-dir {params.checkpoints:q} --threads {threads} 2> {log:q}"
+        " --checkpoint-dir {params.checkpoints:q} {params.trust} --threads {threads} 2> {log:q}"

@@ -5,10 +5,12 @@
 #   2. dvc status          refuse when this checkout's code or config.yaml differ from the
 #                          ones the results were made with (dvc.lock): touching would
 #                          then pass stale results off as current
-#   3. snakemake --touch   `dvc pull` does not keep mtimes, and a new machine has no
-#                          .snakemake/ metadata: touching marks every pulled output as
-#                          up to date (in DAG order) and records the current params and
-#                          code hashes, so later changes rerun exactly what they affect
+#   3. snakemake --touch --forceall
+#                          `dvc pull` does not keep mtimes, and a new machine has no
+#                          .snakemake/ metadata: touching every job (--forceall: also
+#                          those whose pulled files happen to be in order) marks the
+#                          outputs up to date in DAG order and records the current params
+#                          and code hashes, so later changes rerun exactly what they affect
 #   4. snakemake -n        shows that nothing is left to do
 #
 # Usage: scripts/restore.sh [dvc pull arguments, e.g. -r myremote]
@@ -39,8 +41,8 @@ if [ "$status" != "{}" ]; then
     exit 1
 fi
 
-echo "restore: snakemake --touch ${RESTORE_TARGETS:-}" >&2
+echo "restore: snakemake ${RESTORE_TARGETS:-} --touch --forceall" >&2
 # shellcheck disable=SC2086  # RESTORE_TARGETS is a list of words on purpose
-"$SNAKEMAKE" ${RESTORE_TARGETS:-} --touch --cores 1 --quiet
+"$SNAKEMAKE" ${RESTORE_TARGETS:-} --touch --forceall --cores 1 --quiet
 # shellcheck disable=SC2086
 "$SNAKEMAKE" ${RESTORE_TARGETS:-} --dry-run --quiet rules

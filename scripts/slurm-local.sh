@@ -8,29 +8,46 @@
 #   scripts/slurm-local.sh env     print the `export SLURM_CONF=...` line for clients
 #
 # Everything lives in $SLURM_LOCAL_DIR (default /tmp/slurm-local): slurm.conf, gres.conf,
-# state, spool, logs and the PIDs of the daemons started here (pids). Nothing under
-# /etc/slurm is written: clients (sinfo, sbatch, squeue, snakemake's SLURM executor) find
-# the cluster through SLURM_CONF. A munged that is already running is used, not restarted,
-# and `down` leaves it alone. systemd is not needed: the daemons are started by hand.
+# state, spool, logs and the PIDs of the daemons started here (pids). Clients find the
+# cluster through SLURM_CONF, and through a symlink /etc/slurm/slurm.conf -> the
+# slurm.conf here: inside a job, snakemake's jobstep executor drops every SLURM_* variable
+# (SLURM_CONF included) before its `srun`, which then reads the default path. `up` refuses
+# to replace an /etc/slurm/slurm.conf it did not make; `down` removes its symlink.
+# A munged that is already running is used, not restarted, and `down` leaves it alone.
+# systemd is not needed: the daemons are started by hand.
 #
 # The node gets this machine's real CPUs and memory (`slurmd -C`) and $SLURM_LOCAL_GPUS
-# count-only GPUs of type $SLURM_LOCAL_GPU_TYPE (default 2 x "testgpu"; no devices behind
-# them), so jobs asking for --gpus / --gres=gpu:... are scheduled as on a GPU cluster.
+# stand-in GPUs of type $SLURM_LOCAL_GPU_TYPE (default 2 x "testgpu"; device nodes with no
+# GPU behind them), so jobs asking for --gpus / --gres=gpu:... are scheduled, and see
+# CUDA_VISIBLE_DEVICES, as on a GPU node. Partitions: $SLURM_LOCAL_PARTITIONS (default
+# "debug gpu", the first one the default). Ports: $SLURM_LOCAL_CTLD_PORT and
+# $SLURM_LOCAL_SLURMD_PORT (default 6817, 6818).
 # No accounting (no slurmdbd): `sacct` does not work, use squeue for job status.
+#
+# Needs root (slurmd; the apt install; starting munged as the munge user).
 set -euo pipefail
 
-DIR="${SLURM_LOCAL_DIR:-/tmp/slurm-local}"
+DIR="$(realpath -m "${SLURM_LOCAL_DIR:-/tmp/slurm-local}")"
 CTLD_PORT="${SLURM_LOCAL_CTLD_PORT:-6817}"
 SLURMD_PORT="${SLURM_LOCAL_SLURMD_PORT:-6818}"
 GPUS="${SLURM_LOCAL_GPUS:-2}"
 GPU_TYPE="${SLURM_LOCAL_GPU_TYPE:-testgpu}"
-PARTITION="${SLURM_LOCAL_PARTITION:-debug}"
+# Partitions, all over the one node; the first is the default (a "gpu" partition lets
+# tests check that GPU rules are routed to their own partition).
+PARTITIONS="${SLURM_LOCAL_PARTITIONS:-debug gpu}"
 UP_TIMEOUT="${SLURM_LOCAL_TIMEOUT:-90}"
 CONF="$DIR/slurm.conf"
 PIDS="$DIR/pids"
+SYSTEM_CONF=/etc/slurm/slurm.conf
 
+STARTING=0
 log() { echo "slurm-local: $*" >&2; }
-die() { log "error: $*"; exit 1; }
+die() {
+    log "error: $*"
+    # a failed `up` leaves nothing running behind
+    if [ "$STARTING" = 1 ]; then STARTING=0; cmd_down; fi
+    exit 1
+}
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
@@ -73,7 +90,7 @@ start_munge() {
     install -d -o munge -g munge -m 0755 /run/munge
     install -d -o munge -g munge -m 0700 /var/lib/munge /var/log/munge
     # As the munge user, in the foreground (so $! is munged itself), detached from this shell.
-    setsid setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --foreground \
+    setsid setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --foreground --force \
         >"$DIR/munged.out" 2>&1 </dev/null &
     echo "munged $!" >>"$PIDS"
     for _ in $(seq 1 50); do
@@ -126,25 +143,42 @@ SlurmdLogFile=$DIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 NodeName=$host NodeAddr=127.0.0.1 $node Gres=gpu:$GPU_TYPE:$GPUS State=UNKNOWN
-PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+    local default=YES p
+    for p in $PARTITIONS; do
+        echo "PartitionName=$p Nodes=ALL Default=$default MaxTime=INFINITE State=UP" >>"$CONF"
+        default=NO
+    done
     # slurmd drops GPUs without a File, and a File must be a device node: stand-ins that
     # are /dev/null's twins (char 1:3). Jobs that ask for GPUs are scheduled on them and
     # get CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS like on a GPU node; nothing is fenced
     # (TaskPlugin=task/none).
-    local files=()
+    local files="" i
     rm -rf "$DIR/gpus" && mkdir -p "$DIR/gpus"
     for i in $(seq 0 $((GPUS - 1))); do
         mknod -m 0666 "$DIR/gpus/gpu$i" c 1 3 || die "mknod $DIR/gpus/gpu$i failed (stand-in GPU device)"
-        files+=("$DIR/gpus/gpu$i")
+        files="${files:+$files,}$DIR/gpus/gpu$i"
     done
-    local IFS=,
-    cat >"$DIR/gres.conf" <<EOF
-NodeName=$host Name=gpu Type=$GPU_TYPE File=${files[*]}
-EOF
+    echo "NodeName=$host Name=gpu Type=$GPU_TYPE File=$files" >"$DIR/gres.conf"
 }
 
-node_state() { SLURM_CONF="$CONF" sinfo -h -N -o %T 2>/dev/null | head -1; }
+link_system_conf() {
+    if [ -e "$SYSTEM_CONF" ] || [ -L "$SYSTEM_CONF" ]; then
+        if [ ! -L "$SYSTEM_CONF" ] || [ "$(readlink "$SYSTEM_CONF")" != "$CONF" ]; then
+            die "$SYSTEM_CONF exists and is not this cluster's (another local cluster up, or a real SLURM setup): jobs' srun would read it"
+        fi
+    fi
+    mkdir -p "$(dirname "$SYSTEM_CONF")"
+    ln -sfn "$CONF" "$SYSTEM_CONF"
+}
+
+unlink_system_conf() {
+    if [ -L "$SYSTEM_CONF" ] && [ "$(readlink "$SYSTEM_CONF")" = "$CONF" ]; then
+        rm -f "$SYSTEM_CONF"
+    fi
+}
+
+node_state() { { SLURM_CONF="$CONF" sinfo -h -N -o %T 2>/dev/null || true; } | head -1; }
 
 cmd_up() {
     mkdir -p "$DIR"
@@ -160,8 +194,10 @@ cmd_up() {
     fi
     install_packages
     : >"$PIDS"
+    STARTING=1
     start_munge
     write_conf
+    link_system_conf
     [ "$(id -u)" -eq 0 ] || die "slurmd needs root"
     # SLURM_CONF also for the daemons: slurmd finds gres.conf next to the slurm.conf it names.
     export SLURM_CONF="$CONF"
@@ -184,11 +220,12 @@ cmd_up() {
         waited=$((waited + 1))
     done
     [ "$state" = idle ] || die "node not idle after ${UP_TIMEOUT}s (state '${state}'; logs in $DIR)"
-    log "up: node $(hostname -s) idle, partition $PARTITION; export SLURM_CONF=$CONF"
+    STARTING=0
+    log "up: node $(hostname -s) idle, partitions $PARTITIONS; export SLURM_CONF=$CONF"
 }
 
 cmd_down() {
-    [ -f "$PIDS" ] || { log "nothing to stop ($PIDS missing)"; return 0; }
+    [ -f "$PIDS" ] || { unlink_system_conf; log "nothing to stop ($PIDS missing)"; return 0; }
     # Jobs first: their processes (slurmstepd and below) do not end with slurmd.
     if [ -f "$CONF" ] && alive "$(awk '$1 == "slurmctld" {print $2}' "$PIDS")"; then
         SLURM_CONF="$CONF" scancel --full --signal=KILL --state=RUNNING 2>/dev/null || true
@@ -211,6 +248,7 @@ cmd_down() {
         log "stopped $name ($pid)"
     done
     rm -f "$PIDS"
+    unlink_system_conf
 }
 
 case "${1:-}" in

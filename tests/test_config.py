@@ -71,3 +71,45 @@ def test_snakemake_stops_before_any_job_with_the_message(tmp_path):
     )
     assert proc.returncode != 0
     assert "training.lr" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("results_dir",), "/tmp/elsewhere", "config key 'results_dir': absolute path '/tmp/elsewhere' is outside"),
+        (("results_dir",), "../sibling", "config key 'results_dir': path '../sibling' leads out of the project"),
+        (("results_dir",), "results/../../x", "leads out of the project directory"),
+        (("results_dir",), "~/results", "config key 'results_dir': absolute path"),
+        (("results_dir",), ".", "'.' is the project directory itself"),
+        (("results_dir",), "results/..", "is the project directory itself"),
+        (("suites", "toy-aime", "cache_dir"), "/var/cache/x", "config key 'suites.toy-aime.cache_dir': absolute path"),
+        (("suites", "toy-aime", "data_files"), ["ok.jsonl", "../x.jsonl"], "suites.toy-aime.data_files[1]': path"),
+        (("base_model", "hub"), {"local_path": "/models/qwen"}, "config key 'base_model.hub.local_path': absolute"),
+    ],
+)
+def test_paths_cannot_leave_the_project_unless_allowed(path, value, expected):
+    with pytest.raises(ConfigError) as err:
+        check_config(mutate(path, value))
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+    assert "allow_absolute_paths: true" in message or "itself" in expected
+    if "itself" not in expected:  # the explicit opt-in accepts the same path
+        allowed = mutate(path, value)
+        allowed["allow_absolute_paths"] = True
+        check_config(allowed)
+
+
+def test_relative_paths_inside_the_project_are_accepted_by_default():
+    cfg = check_config(mutate(("results_dir",), "results/run-1/./x"))
+    assert cfg["allow_absolute_paths"] is False
+    check_config(mutate(("suites", "toy-aime", "data_files"), ["mirrors/aime.jsonl", "hf://datasets/x/y.parquet"]))
+
+
+def test_snakemake_accepts_an_absolute_results_dir_only_when_allowed(tmp_path):
+    base = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(ROOT / "tests" / "data" / "micro_config.yaml"), "--config", f"results_dir={tmp_path / 'r'}"]
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "allow_absolute_paths" in refused.stdout + refused.stderr
+    # Snakemake's --config parses "True" (not "true") as a boolean
+    allowed = subprocess.run(base + ["allow_absolute_paths=True"], capture_output=True, text=True, timeout=120)
+    assert allowed.returncode == 0, allowed.stdout[-2000:] + allowed.stderr[-2000:]

@@ -18,19 +18,36 @@ One readable loop. Each rollout step:
 The method is data (:mod:`pipeline.rl.methods`); every component comes from
 :mod:`pipeline.rl.registry`. Every random draw is seeded from (seed, rollout index), so a
 run resumed from a checkpoint continues exactly as an uninterrupted one would.
+
+Reliability: checkpoints are written every ``--checkpoint-every`` rollouts, atomically and
+with an integrity marker (see "checkpoints" below); a restarted job resumes from the
+newest intact one of the same run configuration, so a kill loses at most one checkpoint
+interval. SIGTERM (preemption) lets the policy update in progress finish, writes a
+checkpoint (mid-rollout if need be: the rollout's data and generator states included)
+and exits with code 75, which makes Snakemake retry the job, and the retry resumes. A
+nan/inf loss, advantage, gradient norm or parameter stops the run with a PipelineError
+(exit code 2) naming the step; nothing is checkpointed after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
+import random
+import re
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -39,7 +56,7 @@ from pipeline import io
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.eval.grading import grade
-from pipeline.models import load_model_and_tokenizer, save_model_atomically
+from pipeline.models import load_model_and_tokenizer, model_fingerprint, save_model_atomically
 from pipeline.prompts import render_prompts
 from pipeline.rl import registry
 from pipeline.rl.advantages import masked_mean, shaping_ratio
@@ -104,11 +121,11 @@ def policy_logp_entropy(model, input_ids, attention, chunk_size):
 class ValueModel(nn.Module):
     """PPO critic: the policy's architecture (initialised from the base model) with a scalar head."""
 
-    def __init__(self, base_dir: str):
+    def __init__(self, base_dir: str, trust_remote_code: bool = False):
         super().__init__()
         from transformers import AutoModel
 
-        self.backbone = AutoModel.from_pretrained(base_dir)
+        self.backbone = AutoModel.from_pretrained(base_dir, trust_remote_code=trust_remote_code)
         self.head = nn.Linear(self.backbone.config.hidden_size, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -125,39 +142,267 @@ def _trim(rollout: Rollout, rows: torch.Tensor):
     return rollout.input_ids[rows, :width], rollout.attention[rows, :width], width - 1
 
 
-def _finite(name: str, value: torch.Tensor | float, where: str) -> None:
+# --------------------------------------------------------------------------- finiteness
+
+
+class NonFiniteError(PipelineError):
+    """A loss, advantage, gradient or parameter became nan/inf: training stops at once,
+    before anything non-finite can reach a checkpoint."""
+
+
+def _finite(name: str, value: torch.Tensor | float, where: str, detail: str = "") -> None:
     v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
     if not math.isfinite(v):
-        raise PipelineError(f"non-finite {name} ({v}) at {where}; stopping (the last checkpoint is kept)")
+        raise NonFiniteError(f"non-finite {name} ({v}) at {where}{detail}")
+
+
+def _finite_tensor(name: str, tensor: torch.Tensor, where: str) -> None:
+    t = tensor.detach()
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        n_nan = int(torch.isnan(t).sum())
+        raise NonFiniteError(
+            f"non-finite {name} at {where}: {n_nan} nan and {int(bad.sum()) - n_nan} inf among {t.numel()} values"
+        )
+
+
+def _finite_parameters(name: str, module: nn.Module, where: str) -> None:
+    params = [p.detach() for p in module.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+        raise NonFiniteError(f"non-finite {name} parameters after {where} ({len(bad)} tensors, e.g. {bad[0]})")
+
+
+def _check_state_finite(obj, path: str = "state") -> None:
+    """Refuse to persist a nan/inf anywhere in a checkpoint (weights, optimizer moments)."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            raise NonFiniteError(f"non-finite values in {path}; the checkpoint is not written")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_state_finite(value, f"{path}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_state_finite(value, f"{path}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise NonFiniteError(f"non-finite value {obj} in {path}; the checkpoint is not written")
 
 
 # --------------------------------------------------------------------------- checkpoints
+#
+# A checkpoint is a directory ``step-<rollouts done>`` (at a rollout boundary) or
+# ``step-<rollouts done>-u<updates done>`` (written on SIGTERM in the middle of a rollout)
+# holding ``state.pt`` (torch.save, loadable with weights_only=True), ``metrics.jsonl``
+# (the records of every update it contains) and, written last, ``COMPLETE``: JSON with
+# the counters and the sha256 and size of both files. It is built in a temporary
+# directory, fsynced and renamed into place; a directory without a valid ``COMPLETE``
+# (a crash while writing, a truncated copy) is never loaded.
+
+CHECKPOINT_FORMAT = 1
+MARKER = "COMPLETE"
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later" (SIGTERM, e.g. SLURM preemption)
+_NAME = re.compile(r"^step-(\d+)(?:-u(\d+))?$")
 
 
-def save_checkpoint(ckpt_dir: Path, rollout_idx: int, state: dict, keep: int) -> None:
-    """Atomically write checkpoint ``step-<rollout>``: a temp dir, fsync, then rename."""
-    final = ckpt_dir / f"step-{rollout_idx:06d}"
-    tmp = ckpt_dir / f".tmp-step-{rollout_idx:06d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    with io.atomic_path(tmp / "state.pt") as path:
-        torch.save(state, path)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    for old in sorted(ckpt_dir.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+class Preempted(Exception):
+    """SIGTERM was received; the trainer checkpoints and exits with PREEMPTED_EXIT_CODE."""
 
 
-def load_latest_checkpoint(ckpt_dir: Path) -> dict | None:
-    """The newest readable checkpoint; a corrupt one is skipped in favour of the previous one."""
-    for candidate in sorted(ckpt_dir.glob("step-*"), reverse=True):
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict
+    metrics: str  # the metrics JSONL of the updates the state contains
+
+
+def checkpoint_name(rollout: int, update: int, partial: bool) -> str:
+    return f"step-{rollout:06d}-u{update:08d}" if partial else f"step-{rollout:06d}"
+
+
+def _order(path: Path) -> tuple[int, int, int]:
+    m = _NAME.match(path.name)
+    return int(m[1]), m[2] is not None, int(m[2] or 0)
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint directories, oldest first (complete or not)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and _NAME.match(p.name)), key=_order)
+
+
+def save_checkpoint(ckpt_dir: Path, state: dict, metrics: str, keep: int) -> Path:
+    """Write a checkpoint atomically (temp dir, fsync, ``COMPLETE`` last, rename), then keep
+    the newest ``keep`` complete ones. Refuses a state holding a nan/inf."""
+    _check_state_finite({k: v for k, v in state.items() if k not in ("rng", "partial")})
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(state["rollout"], state["update"], state.get("partial") is not None)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}.", dir=ckpt_dir))
+    try:
+        with io.atomic_stream(tmp / "state.pt") as fh:
+            torch.save(state, fh)
+        files = {"state.pt": {"sha256": fh.sha256.hexdigest(), "bytes": fh.tell()}}
+        data = metrics.encode("utf-8")
+        files["metrics.jsonl"] = {"sha256": io.write_bytes(tmp / "metrics.jsonl", data), "bytes": len(data)}
+        io.write_json(tmp / MARKER, {
+            "format": CHECKPOINT_FORMAT, "rollout": state["rollout"], "update": state["update"],
+            "partial": state.get("partial") is not None, "files": files,
+        })
+        os.chmod(tmp, 0o755)
+        io.fsync_dir(tmp)
+        io.replace_dir(tmp, ckpt_dir / name)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    prune_checkpoints(ckpt_dir, keep)
+    return ckpt_dir / name
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    """Keep the newest ``keep`` complete checkpoints; remove every checkpoint older than them."""
+    complete = [p for p in list_checkpoints(ckpt_dir) if (p / MARKER).is_file()]
+    if len(complete) <= keep:
+        return
+    oldest_kept = _order(complete[-keep])
+    for old in list_checkpoints(ckpt_dir):
+        if _order(old) < oldest_kept:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """The ``COMPLETE`` record of a checkpoint whose files match it; ValueError otherwise."""
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no {MARKER} marker (incompletely written)") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"unreadable {MARKER} marker ({err})") from None
+    if not isinstance(marker, dict) or marker.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"unknown checkpoint format {marker.get('format') if isinstance(marker, dict) else marker!r}")
+    for fname, meta in marker["files"].items():
+        f = path / fname
+        if not f.is_file():
+            raise ValueError(f"{fname} is missing")
+        if f.stat().st_size != meta["bytes"]:
+            raise ValueError(f"{fname} has {f.stat().st_size} bytes, {MARKER} says {meta['bytes']}")
+        if io.file_sha256(f) != meta["sha256"]:
+            raise ValueError(f"{fname} does not match its sha256 in {MARKER}")
+    return marker
+
+
+def load_latest_checkpoint(ckpt_dir: Path, run_id: str | None = None, max_rollout: int | None = None) -> Checkpoint | None:
+    """The newest complete, intact checkpoint of this run (``run_id``); others are skipped.
+
+    Checkpoints of another run configuration (a changed method, seed, data or base model)
+    and checkpoints past this run's last rollout (``max_rollout``, a shortened run) are
+    removed: they can never be resumed by this job.
+    """
+    for candidate in reversed(list_checkpoints(ckpt_dir)):
         try:
-            return torch.load(candidate / "state.pt", weights_only=False)
-        except Exception as err:  # a truncated or corrupt file: fall back to the previous one
-            log.warning("skipping unreadable checkpoint %s (%s)", candidate, err)
+            marker = verify_checkpoint(candidate)
+            state = torch.load(candidate / "state.pt", map_location="cpu", weights_only=True)
+            if (state.get("rollout"), state.get("update")) != (marker["rollout"], marker["update"]):
+                raise ValueError("state.pt does not hold the counters of its marker")
+            metrics = (candidate / "metrics.jsonl").read_text()
+        except Exception as err:  # noqa: BLE001 - any defect: fall back to the previous checkpoint
+            log.warning("skipping checkpoint %s: %s", candidate, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            continue
+        if run_id is not None and state.get("run") != run_id:
+            log.warning("removing checkpoint %s: it belongs to another run configuration", candidate)
+            shutil.rmtree(candidate, ignore_errors=True)
+            continue
+        if max_rollout is not None and state["rollout"] > max_rollout:
+            log.warning("removing checkpoint %s: it is past this run's %d rollouts", candidate, max_rollout)
+            shutil.rmtree(candidate, ignore_errors=True)
+            continue
+        return Checkpoint(candidate, state, metrics)
     return None
+
+
+def _rng_state() -> dict:
+    """Every global random state (the loop seeds its own draws, but a model or library may not)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _SigtermGuard:
+    """SIGTERM (a SLURM preemption or time limit, Snakemake stopping) sets a flag: the
+    trainer finishes the policy update in progress, checkpoints and exits with
+    PREEMPTED_EXIT_CODE. During sampling (which changes no state) it interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._interruptible = False
+        self._previous = None
+
+    def __enter__(self) -> "_SigtermGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if not self.requested:
+            log.warning("SIGTERM: checkpointing after the current policy update, then exiting")
+        self.requested = True
+        if self._interruptible:
+            self._interruptible = False
+            raise Preempted()
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        if self.requested:
+            raise Preempted()
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+
+def _append(fh, line: str, path: Path) -> None:
+    """Append to the live metrics log; a full disk is a one-line PipelineError."""
+    try:
+        fh.write(line)
+        fh.flush()
+    except OSError as err:
+        if io.is_out_of_space(err):
+            raise PipelineError(f"cannot write {path}: {err.strerror} (out of disk space?); the last checkpoint is kept") from None
+        raise
+
+
+def run_id(args: argparse.Namespace, spec: dict) -> str:
+    """What a checkpoint must match to be resumed: everything the run's trajectory depends
+    on except its length (a run may be extended by raising ``rollouts``)."""
+    spec = {**spec, "training": {k: v for k, v in spec["training"].items() if k != "rollouts"}}
+    return io.stable_hash({
+        "spec": spec, "seed": args.seed, "template": args.template, "chat_template": bool(args.chat_template),
+        "grader": args.grader, "base_model": model_fingerprint(args.base_model),
+        "train_problems": io.file_sha256(args.train_problems),
+    }, length=32)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -176,18 +421,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", required=True, help="where periodic checkpoints live (resume source)")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="rollouts between checkpoints")
     parser.add_argument("--keep-checkpoints", type=int, default=2)
+    parser.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="let transformers run Python code shipped with the model (off unless the config opts in)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
+    if args.checkpoint_every < 1 or args.keep_checkpoints < 1:
+        raise PipelineError("--checkpoint-every and --keep-checkpoints must be >= 1")
     spec = json.loads(args.method_json)
     cfg = spec["training"]
     seed, G = args.seed, cfg["group_size"]
     torch.manual_seed(seed)
 
-    policy, tokenizer = load_model_and_tokenizer(args.base_model)
+    problems = read_problems(args.train_problems)
+    policy, tokenizer = load_model_and_tokenizer(args.base_model, trust_remote_code=args.trust_remote_code)
     policy.train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     est, shp, pol, reg = spec["estimator"], spec["shaping"], spec["loss"], spec["regularizer"]
@@ -200,143 +452,212 @@ def run(args: argparse.Namespace) -> int:
     critic = critic_opt = None
     critic_warmup = 0
     if est["name"] == "gae":
-        critic = ValueModel(args.base_model)
+        critic = ValueModel(args.base_model, trust_remote_code=args.trust_remote_code)
         critic_opt = torch.optim.AdamW(critic.parameters(), lr=est["critic_lr"])
         critic_warmup = est["critic_warmup_rollouts"]
         # GAE and whitening take gamma/lam/whiten; the rest are critic settings.
         estimator_params = {k: estimator_params[k] for k in ("gamma", "lam", "whiten")}
     estimator = registry.ESTIMATORS[est["name"]]
 
-    problems = read_problems(args.train_problems)
     n_problems = len(problems)
     sampler = HFSampler(policy, tokenizer, batch_size=4096)
     prompt_ids_all = sampler.encode(render_prompts(problems["problem"], args.template, tokenizer, args.chat_template))
     answers_all = list(problems["answer"])
 
+    # ---- resume: the newest intact checkpoint of this very run, if any
     ckpt_dir = Path(args.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    live_metrics = ckpt_dir / "metrics.jsonl"  # survives a restart; copied to --metrics at the end
-    start_rollout, update = 0, 0
-    state = load_latest_checkpoint(ckpt_dir)
-    if state is not None:
+    for leftover in ckpt_dir.iterdir():  # temp files and directories of a killed writer
+        if leftover.name.startswith("."):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    this_run = run_id(args, spec)
+    start_rollout, update, partial = 0, 0, None
+    metrics_lines: list[str] = []
+    ckpt = load_latest_checkpoint(ckpt_dir, this_run, max_rollout=cfg["rollouts"])
+    if ckpt is not None:
+        state = ckpt.state
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
         regularizer.load_state_dict(state["regularizer"])
         if critic is not None:
             critic.load_state_dict(state["critic"])
             critic_opt.load_state_dict(state["critic_optimizer"])
-        start_rollout, update = state["rollout"], state["update"]
-        log.info("resuming from checkpoint at rollout %d (update %d)", start_rollout, update)
-    # Keep exactly the records of the updates the checkpoint contains.
-    kept = []
-    if live_metrics.exists() and start_rollout > 0:
-        kept = [line for line in live_metrics.read_text().splitlines() if line and json.loads(line)["update"] < update]
-    live_metrics.write_text("".join(line + "\n" for line in kept))
+        _set_rng_state(state["rng"])
+        start_rollout, update, partial = state["rollout"], state["update"], state["partial"]
+        metrics_lines = ckpt.metrics.splitlines(keepends=True)
+        log.info("resuming from checkpoint %s (rollout %d, update %d)", ckpt.path.name, start_rollout, update)
+    # The live log holds exactly the records of the updates the checkpoint contains.
+    live_metrics = ckpt_dir / "metrics.jsonl"
+    io.write_text(live_metrics, "".join(metrics_lines))
+    last_saved = (start_rollout, update) if ckpt is not None else None
+    last_saved_name = ckpt.path.name if ckpt is not None else None
+
+    def snapshot(rollouts_done: int, partial_state: dict | None = None) -> dict:
+        state = {
+            "format": CHECKPOINT_FORMAT, "run": this_run, "rollout": rollouts_done, "update": update,
+            "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
+            "regularizer": regularizer.state_dict(), "rng": _rng_state(), "partial": partial_state,
+        }
+        if critic is not None:
+            state.update(critic=critic.state_dict(), critic_optimizer=critic_opt.state_dict())
+        return state
+
+    def checkpoint(rollouts_done: int, partial_state: dict | None = None) -> None:
+        nonlocal last_saved, last_saved_name
+        path = save_checkpoint(ckpt_dir, snapshot(rollouts_done, partial_state), "".join(metrics_lines), args.keep_checkpoints)
+        last_saved, last_saved_name = (rollouts_done, update), path.name
+
+    def preempted_exit() -> int:
+        log.warning(
+            "preempted: checkpoint %s holds rollout %d, update %d; exiting with code %d so that the job is retried",
+            last_saved_name, last_saved[0], last_saved[1], PREEMPTED_EXIT_CODE,
+        )
+        return PREEMPTED_EXIT_CODE
 
     norm_length = cfg["max_new_tokens"] + 1  # Dr.GRPO's constant: the longest possible response (+EOS)
     chunk = cfg["entropy_chunk_size"]
+    n_prompts, mb_prompts, epochs = cfg["prompts_per_rollout"], cfg["minibatch_prompts"], cfg["epochs"]
     t_start = time.time()
+    r = start_rollout
     bar = tqdm(range(start_rollout, cfg["rollouts"]), desc=f"train {spec['name']} seed {seed}", disable=not args.progress)
-    with open(live_metrics, "a") as metrics_fh:
-        for r in bar:
-            # ---- 1-2. rollout: prompts in a seeded order, epoch by epoch, then grading
-            epoch, offset = divmod(r * cfg["prompts_per_rollout"], n_problems)
-            order = torch.randperm(n_problems, generator=torch.Generator().manual_seed(io.stable_seed(seed, "epoch", epoch)))
-            idx = [int(order[(offset + j) % n_problems]) for j in range(cfg["prompts_per_rollout"])]
-            params = SamplingParams(
-                n=G, temperature=cfg["temperature"], top_p=cfg["top_p"],
-                max_new_tokens=cfg["max_new_tokens"], seed=io.stable_seed(seed, "rollout", r),
-            )
-            outs = sampler.generate_ids([prompt_ids_all[i] for i in idx], params)
-            rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.eos_token_id, tokenizer.pad_token_id, args.grader)
-
-            # ---- 3. rollout policy's log-probs (and critic values), no grad
-            with torch.no_grad():
-                old_logp, old_entropy = policy_logp_entropy(policy, rollout.input_ids, rollout.attention, chunk)
-                values = critic(rollout.input_ids, rollout.attention) * rollout.mask if critic is not None else None
-            rollout_entropy = float(masked_mean(old_entropy, rollout.mask))
-
-            # ---- 4. advantages (stored; never modified in place)
-            reg_stats = regularizer.begin_rollout(rollout.group_accuracy, G)
-            inp = registry.EstimatorInput(scores=rollout.scores, mask=rollout.mask, group_size=G, values=values)
-            advantages, returns = estimator(inp, **estimator_params)
-            _finite("advantages", advantages.abs().sum(), f"rollout {r}")
-
-            # ---- 5. policy updates over mini-batches of whole prompt groups
-            policy_on = r >= critic_warmup
-            shuffle = torch.Generator().manual_seed(io.stable_seed(seed, "minibatch", r))
-            selection = torch.Generator().manual_seed(io.stable_seed(seed, "token-selection", r))
-            n_prompts = cfg["prompts_per_rollout"]
-            for _ in range(cfg["epochs"]):
-                prompt_order = torch.randperm(n_prompts, generator=shuffle)
-                for start in range(0, n_prompts, cfg["minibatch_prompts"]):
-                    groups = prompt_order[start : start + cfg["minibatch_prompts"]]
-                    rows = (groups[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
-                    input_ids, attention, T = _trim(rollout, rows)
-                    mask = rollout.mask[rows, :T]
-                    logp, entropy = policy_logp_entropy(policy, input_ids, attention, chunk)
-                    adv_mb = advantages[rows, :T]
-                    shaped = shaping(adv_mb, entropy, **registry.params_of(shp))
-                    pg_loss, stats = loss_fn(
-                        logp, old_logp[rows, :T], shaped, mask,
-                        generator=selection, norm_length=norm_length, **loss_params,
-                    )
-                    reg_term = regularizer.term(entropy, mask, rows, aggregation, norm_length)
-                    loss = pg_loss - reg_term
-                    where = f"rollout {r}, update {update}"
-                    _finite("loss", loss, where)
-                    record = {
-                        "update": update, "rollout": r,
-                        "reward": float(rollout.scores.mean()),
-                        "accuracy": float((rollout.scores > 0).float().mean()),
-                        "response_length": float(rollout.response_lengths.mean()),
-                        "entropy": float(masked_mean(entropy.detach(), mask)),
-                        "rollout_entropy": rollout_entropy,
-                        "shaping_ratio": shaping_ratio(adv_mb, shaped.detach(), mask) if shp["name"] != "none" else None,
-                        "pg_loss": pg_loss.item(), "reg_term": reg_term.item(), "loss": loss.item(),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "policy_updated": policy_on,
-                        **stats, **reg_stats, **regularizer.stats(),
-                    }
-                    if policy_on:
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg["grad_clip"])
-                        _finite("grad norm", grad_norm, where)
-                        optimizer.step()
-                        record["grad_norm"] = float(grad_norm)
-                    if critic is not None:
-                        v = critic(input_ids, attention)
-                        v_loss, v_stats = value_loss(
-                            v * mask, values[rows, :T], returns[rows, :T], mask, clip=est["value_clip"], agg=aggregation
+    try:
+        with _SigtermGuard() as term, open(live_metrics, "a") as metrics_fh:
+            for r in bar:
+                resumed = partial if partial is not None and partial["rollout"] == r else None
+                partial = None
+                if resumed is not None:
+                    # ---- a rollout interrupted by SIGTERM: its data, generators and position
+                    t = resumed["tensors"]
+                    rollout = Rollout(**{k: t[k] for k in Rollout.__dataclass_fields__})
+                    old_logp, values, advantages, returns = t["old_logp"], t["values"], t["advantages"], t["returns"]
+                    rollout_entropy = resumed["rollout_entropy"]
+                    reg_stats = regularizer.begin_rollout(rollout.group_accuracy, G)  # pure: same weights again
+                    shuffle, selection = torch.Generator(), torch.Generator()
+                    shuffle.set_state(resumed["shuffle"])
+                    selection.set_state(resumed["selection"])
+                    first_epoch, first_start, first_order = resumed["epoch"], resumed["next_start"], resumed["prompt_order"]
+                else:
+                    with term.interruptible():  # nothing below changes the run's state
+                        # ---- 1-2. rollout: prompts in a seeded order, epoch by epoch, then grading
+                        epoch, offset = divmod(r * n_prompts, n_problems)
+                        order = torch.randperm(n_problems, generator=torch.Generator().manual_seed(io.stable_seed(seed, "epoch", epoch)))
+                        idx = [int(order[(offset + j) % n_problems]) for j in range(n_prompts)]
+                        params = SamplingParams(
+                            n=G, temperature=cfg["temperature"], top_p=cfg["top_p"],
+                            max_new_tokens=cfg["max_new_tokens"], seed=io.stable_seed(seed, "rollout", r),
                         )
-                        _finite("value loss", v_loss, where)
-                        critic_opt.zero_grad(set_to_none=True)
-                        v_loss.backward()
-                        torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg["grad_clip"])
-                        critic_opt.step()
-                        record.update(v_stats)
-                        record["value_loss"] = v_loss.item()
-                        record["explained_variance"] = explained_variance(v.detach(), returns[rows, :T], mask)
-                    metrics_fh.write(json.dumps(record) + "\n")
-                    update += 1
-            metrics_fh.flush()
+                        outs = sampler.generate_ids([prompt_ids_all[i] for i in idx], params)
+                        rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.eos_token_id, tokenizer.pad_token_id, args.grader)
 
-            # ---- 6. end of step: the regularizer observes the step's entropy (AER adapts alpha)
-            regularizer.end_rollout(rollout_entropy)
-            bar.set_postfix(acc=f"{record['accuracy']:.2f}", H=f"{rollout_entropy:.3f}")
-            done = r + 1
-            if done % args.checkpoint_every == 0 or done == cfg["rollouts"]:
-                state = {
-                    "rollout": done, "update": update,
-                    "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                    "regularizer": regularizer.state_dict(),
-                }
-                if critic is not None:
-                    state.update(critic=critic.state_dict(), critic_optimizer=critic_opt.state_dict())
-                save_checkpoint(ckpt_dir, done, state, args.keep_checkpoints)
+                        # ---- 3. rollout policy's log-probs (and critic values), no grad
+                        with torch.no_grad():
+                            old_logp, old_entropy = policy_logp_entropy(policy, rollout.input_ids, rollout.attention, chunk)
+                            values = critic(rollout.input_ids, rollout.attention) * rollout.mask if critic is not None else None
+                        rollout_entropy = float(masked_mean(old_entropy, rollout.mask))
+
+                    # ---- 4. advantages (stored; never modified in place)
+                    reg_stats = regularizer.begin_rollout(rollout.group_accuracy, G)
+                    inp = registry.EstimatorInput(scores=rollout.scores, mask=rollout.mask, group_size=G, values=values)
+                    advantages, returns = estimator(inp, **estimator_params)
+                    _finite_tensor("advantages", advantages, f"rollout {r} (before update {update})")
+                    shuffle = torch.Generator().manual_seed(io.stable_seed(seed, "minibatch", r))
+                    selection = torch.Generator().manual_seed(io.stable_seed(seed, "token-selection", r))
+                    first_epoch, first_start, first_order = 0, 0, None
+
+                # ---- 5. policy updates over mini-batches of whole prompt groups
+                policy_on = r >= critic_warmup
+                for ep in range(first_epoch, epochs):
+                    if ep == first_epoch and first_order is not None:
+                        prompt_order = first_order
+                    else:
+                        prompt_order = torch.randperm(n_prompts, generator=shuffle)
+                    for start in range(first_start if ep == first_epoch else 0, n_prompts, mb_prompts):
+                        groups = prompt_order[start : start + mb_prompts]
+                        rows = (groups[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
+                        input_ids, attention, T = _trim(rollout, rows)
+                        mask = rollout.mask[rows, :T]
+                        logp, entropy = policy_logp_entropy(policy, input_ids, attention, chunk)
+                        adv_mb = advantages[rows, :T]
+                        shaped = shaping(adv_mb, entropy, **registry.params_of(shp))
+                        pg_loss, stats = loss_fn(
+                            logp, old_logp[rows, :T], shaped, mask,
+                            generator=selection, norm_length=norm_length, **loss_params,
+                        )
+                        reg_term = regularizer.term(entropy, mask, rows, aggregation, norm_length)
+                        loss = pg_loss - reg_term
+                        where = f"rollout {r}, update {update}"
+                        _finite("loss", loss, where, f" (pg_loss {pg_loss.item()}, reg_term {reg_term.item()})")
+                        record = {
+                            "update": update, "rollout": r,
+                            "reward": float(rollout.scores.mean()),
+                            "accuracy": float((rollout.scores > 0).float().mean()),
+                            "response_length": float(rollout.response_lengths.mean()),
+                            "entropy": float(masked_mean(entropy.detach(), mask)),
+                            "rollout_entropy": rollout_entropy,
+                            "shaping_ratio": shaping_ratio(adv_mb, shaped.detach(), mask) if shp["name"] != "none" else None,
+                            "pg_loss": pg_loss.item(), "reg_term": reg_term.item(), "loss": loss.item(),
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "policy_updated": policy_on,
+                            **stats, **reg_stats, **regularizer.stats(),
+                        }
+                        if policy_on:
+                            optimizer.zero_grad(set_to_none=True)
+                            loss.backward()
+                            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg["grad_clip"])
+                            _finite("grad norm", grad_norm, where)
+                            optimizer.step()
+                            _finite_parameters("policy", policy, where)
+                            record["grad_norm"] = float(grad_norm)
+                        if critic is not None:
+                            v = critic(input_ids, attention)
+                            v_loss, v_stats = value_loss(
+                                v * mask, values[rows, :T], returns[rows, :T], mask, clip=est["value_clip"], agg=aggregation
+                            )
+                            _finite("value loss", v_loss, where)
+                            critic_opt.zero_grad(set_to_none=True)
+                            v_loss.backward()
+                            torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg["grad_clip"])
+                            critic_opt.step()
+                            _finite_parameters("critic", critic, where)
+                            record.update(v_stats)
+                            record["value_loss"] = v_loss.item()
+                            record["explained_variance"] = explained_variance(v.detach(), returns[rows, :T], mask)
+                        line = json.dumps(record) + "\n"
+                        metrics_lines.append(line)
+                        _append(metrics_fh, line, live_metrics)
+                        update += 1
+                        # ---- SIGTERM: the update is done; checkpoint the middle of the rollout
+                        nxt = start + mb_prompts
+                        if term.requested and (nxt < n_prompts or ep + 1 < epochs):
+                            position = (ep, nxt, prompt_order) if nxt < n_prompts else (ep + 1, 0, None)
+                            checkpoint(r, {
+                                "rollout": r, "epoch": position[0], "next_start": position[1], "prompt_order": position[2],
+                                "shuffle": shuffle.get_state(), "selection": selection.get_state(),
+                                "rollout_entropy": rollout_entropy,
+                                "tensors": {
+                                    **{k: getattr(rollout, k) for k in Rollout.__dataclass_fields__},
+                                    "old_logp": old_logp, "values": values, "advantages": advantages, "returns": returns,
+                                },
+                            })
+                            return preempted_exit()
+
+                # ---- 6. end of step: the regularizer observes the step's entropy (AER adapts alpha)
+                regularizer.end_rollout(rollout_entropy)
+                bar.set_postfix(acc=f"{record['accuracy']:.2f}", H=f"{rollout_entropy:.3f}")
+                done = r + 1
+                if done % args.checkpoint_every == 0 or done == cfg["rollouts"] or term.requested:
+                    checkpoint(done)
+                if term.requested and done < cfg["rollouts"]:
+                    return preempted_exit()
+    except Preempted:  # raised only while sampling rollout r, which changes no state
+        if last_saved != (r, update):
+            checkpoint(r)
+        return preempted_exit()
+    except NonFiniteError as err:
+        kept = f"the last good checkpoint {ckpt_dir / last_saved_name} is kept" if last_saved_name else "no checkpoint had been written"
+        raise PipelineError(f"{err}; stopping ({kept})") from None
 
     log.info("trained %s seed %d: %d updates in %.1fs", spec["name"], seed, update, time.time() - t_start)
     save_model_atomically(policy, tokenizer, args.out_model)
-    io.write_text(args.metrics, live_metrics.read_text())
+    io.write_text(args.metrics, "".join(metrics_lines))
     return 0

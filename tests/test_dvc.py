@@ -1,0 +1,159 @@
+"""DVC versioning and the restore path on a new machine, for real (dvc.yaml, .dvcignore,
+scripts/restore.sh).
+
+In a temporary copy of the repository whose default config is the micro config:
+``dvc repro`` runs the four stages (each one Snakemake call), ``dvc push`` to a local
+remote, then the "new machine": results, DVC cache and Snakemake's metadata wiped,
+``scripts/restore.sh`` (dvc pull, dvc status, snakemake --touch --forceall). Afterwards
+Snakemake has nothing to do, every file DVC tracks is byte-identical to before, and a
+changed hyperparameter reruns exactly the jobs it affects.
+
+DVC lives in its own environment (`make dvc`: .venv-dvc, linked as .venv/bin/dvc): it
+cannot share .venv, where math-verify pins antlr4-python3-runtime 4.13 and DVC's hydra
+pins 4.9. The test finds it through $DVC, .venv-dvc/bin/dvc or PATH, in that order.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
+
+pytestmark = pytest.mark.e2e
+
+# Not part of a fresh clone: environments, outputs, Snakemake's and DVC's state.
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv*", ".dvc", "dvc.lock", "results", ".snakemake", ".pytest_cache", "__pycache__", "*.egg-info",
+    "build",
+)
+
+
+def find_dvc() -> str:
+    candidates = [os.environ.get("DVC"), str(ROOT / ".venv-dvc" / "bin" / "dvc"), shutil.which("dvc")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("DVC not found ($DVC, .venv-dvc/bin/dvc, PATH): `make dvc` installs it into .venv-dvc")
+
+
+def run(cmd, cwd: Path, env: dict, timeout: int = 300, stdout_only: bool = False) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n{out[-4000:]}"
+    return proc.stdout if stdout_only else out
+
+
+def run_json(cmd, cwd: Path, env: dict):
+    return json.loads(run(cmd, cwd, env, stdout_only=True))
+
+
+def dvc_tracked(repo: Path, dvc: str, env: dict) -> dict[str, str]:
+    """Every file under results/ that DVC tracks, with the md5 DVC recorded for it."""
+    listing = run_json([dvc, "ls", "--json", "-R", "--dvc-only", ".", "results"], repo, env)
+    return {f"results/{entry['path']}": entry["md5"] for entry in listing if not entry.get("isdir")}
+
+
+def file_hashes(repo: Path, paths) -> dict[str, tuple[str, str]]:
+    hashes = {}
+    for rel in paths:
+        data = (repo / rel).read_bytes()
+        hashes[rel] = (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
+    return hashes
+
+
+def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
+    dvc = find_dvc()
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=COPY_IGNORE, symlinks=True)
+    shutil.copy(MICRO, repo / "config.yaml")  # the micro config is this copy's default
+    env = {
+        **os.environ,
+        # Snakemake from the environment running the tests (the stages call `snakemake`).
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        "DVC": dvc,
+        "SNAKEMAKE": str(Path(sys.executable).parent / "snakemake"),
+        "DVC_NO_ANALYTICS": "1",
+        # DVC's per-repository state (hash and index databases), outside /var/tmp/dvc
+        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org",
+    }
+    run(["git", "init", "-q"], repo, env)
+    run([dvc, "init", "-q"], repo, env)
+
+    # The pipeline through DVC: four stages, each a Snakemake call.
+    out = run([dvc, "repro"], repo, env, timeout=600)
+    for stage in ("data", "models", "evaluate", "report"):
+        assert f"Running stage '{stage}'" in out, out[-3000:]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"data", "models", "evaluate", "report"}
+    # Unchanged code and config: DVC calls no stage again.
+    out = run([dvc, "repro"], repo, env)
+    assert "Running stage" not in out, out
+
+    tracked = dvc_tracked(repo, dvc, env)
+    # the stages' outputs, without what .dvcignore leaves out
+    for expected in (
+        "results/data/train.parquet",
+        "results/models/base/config.json",
+        "results/train/grpo/seed0/metrics.jsonl",
+        "results/samples/grpo_entropy_adv/seed0/micro-hard.parquet",
+        "results/scores/base/micro-mixed.passk.json",
+        "results/tables/main.md",
+        "results/figures/training_dynamics.png",
+    ):
+        assert expected in tracked, sorted(tracked)
+    assert not [p for p in tracked if "/checkpoints/" in p or p.endswith(".snakemake_timestamp")]
+    before = file_hashes(repo, tracked)
+    assert {rel: md5 for rel, (md5, _) in before.items()} == tracked  # DVC's record = the files
+
+    remote = tmp_path / "remote"
+    run([dvc, "remote", "add", "-d", "local", str(remote)], repo, env)
+    run([dvc, "push"], repo, env)
+
+    # A new machine: none of the outputs, no DVC cache or state, no Snakemake metadata.
+    for path in ("results", ".snakemake", ".dvc/cache"):
+        shutil.rmtree(repo / path)
+    shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
+    shutil.rmtree(env["DVC_SITE_CACHE_DIR"])
+
+    out = run(["bash", "scripts/restore.sh"], repo, env, timeout=300)
+    assert "Nothing to be done" in out, out[-3000:]
+
+    proc = subprocess.run(
+        [env["SNAKEMAKE"], "-n"], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Nothing to be done" in out, out[-3000:]
+    # --touch --forceall recorded every job's metadata: none is missing
+    assert "missing provenance/metadata" not in out, out[-3000:]
+
+    assert dvc_tracked(repo, dvc, env) == tracked
+    assert file_hashes(repo, tracked) == before
+    assert run_json([dvc, "status", "--json"], repo, env) == {}
+
+    # Rerunning only what changed, on the restored results: one method's hyperparameter.
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg["methods"]["grpo_entropy_adv"] = {"shaping": {"alpha": 0.2}}
+    (repo / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = run([env["SNAKEMAKE"], "-n", "--quiet", "rules"], repo, env)
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts.get("train") == 1, out
+    assert counts.get("sample") == 2 and counts.get("score") == 2, out
+    assert "prepare_data" not in counts and "build_base_model" not in counts, out
+    # DVC sees the changed config too: every stage reads config.yaml
+    status = run_json([dvc, "status", "--json"], repo, env)
+    assert set(status) == {"data", "models", "evaluate", "report"}, status
