@@ -65,7 +65,7 @@ install_packages() {
     if ! apt-get install -y -q --no-install-recommends slurm-wlm munge >"$DIR/apt.log" 2>&1; then
         apt-get update -q >>"$DIR/apt.log" 2>&1 || true
         apt-get install -y -q --no-install-recommends slurm-wlm munge >>"$DIR/apt.log" 2>&1 \
-            || die "apt-get install slurm-wlm munge failed (log: $DIR/apt.log): $(tail -3 "$DIR/apt.log")"
+            || die "apt-get install slurm-wlm munge failed (log: $DIR/apt.log): $(tail -n 3 "$DIR/apt.log")"
     fi
 }
 
@@ -95,7 +95,7 @@ start_munge() {
     echo "munged $!" >>"$PIDS"
     for _ in $(seq 1 50); do
         munge_works && return 0
-        alive "$!" || die "munged exited: $(tail -5 "$DIR/munged.out")"
+        alive "$!" || die "munged exited: $(tail -n 5 "$DIR/munged.out")"
         sleep 0.2
     done
     die "munged does not answer (log: $DIR/munged.out)"
@@ -214,7 +214,7 @@ cmd_up() {
                 die "node $state: $(SLURM_CONF="$CONF" sinfo -h -N -o %E) (logs in $DIR)" ;;
         esac
         while read -r name pid; do
-            alive "$pid" || die "$name exited: $(tail -5 "$DIR/$name.out" "$DIR/$name.log" 2>/dev/null)"
+            alive "$pid" || die "$name exited: $(tail -n 5 "$DIR/$name.out" "$DIR/$name.log" 2>/dev/null)"
         done <"$PIDS"
         sleep 0.5
         waited=$((waited + 1))

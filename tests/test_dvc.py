@@ -1,7 +1,8 @@
 """DVC versioning and the restore path on a new machine, for real (dvc.yaml, .dvcignore,
 scripts/restore.sh).
 
-In a temporary copy of the repository whose default config is the micro config:
+In a temporary copy of the git checkout (its tracked files committed in a repository of
+its own, so DVC sees what git tracks), whose default config is the micro config:
 ``dvc repro`` runs the four stages (each one Snakemake call), ``dvc push`` to a local
 remote, then the "new machine": results, DVC cache and Snakemake's metadata wiped,
 ``scripts/restore.sh`` (dvc pull, dvc status, snakemake --touch --forceall). Afterwards
@@ -10,7 +11,8 @@ changed hyperparameter reruns exactly the jobs it affects.
 
 DVC lives in its own environment (`make dvc`: .venv-dvc, linked as .venv/bin/dvc): it
 cannot share .venv, where math-verify pins antlr4-python3-runtime 4.13 and DVC's hydra
-pins 4.9. The test finds it through $DVC, .venv-dvc/bin/dvc or PATH, in that order.
+pins 4.9. The test finds it through $DVC, the test environment's bin/, .venv-dvc/bin or
+PATH, in that order.
 """
 
 import hashlib
@@ -29,19 +31,44 @@ MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
 
 pytestmark = pytest.mark.e2e
 
-# Not part of a fresh clone: environments, outputs, Snakemake's and DVC's state.
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv*", ".dvc", "dvc.lock", "results", ".snakemake", ".pytest_cache", "__pycache__", "*.egg-info",
-    "build",
-)
+
+def git_files(*args: str) -> list[str]:
+    proc = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, f"the DVC test copies the repository's git checkout: {proc.stderr}"
+    return [f for f in proc.stdout.split("\0") if f]
+
+
+def copy_checkout(repo: Path, env: dict) -> None:
+    """The checkout as a fresh clone would be, in its own git repository: the files git
+    tracks (committed there too, so that DVC sees the same SCM state: it refuses outputs
+    holding files that git tracks) plus new files not yet added, without environments and
+    without this checkout's DVC state."""
+
+    def wanted(path: str) -> bool:
+        top = path.split("/", 1)[0]
+        return not top.startswith(".venv") and top not in (".dvc", "dvc.lock") and (ROOT / path).is_file()
+
+    tracked = [f for f in git_files("--cached") if wanted(f)]
+    for rel in dict.fromkeys(tracked + [f for f in git_files("--others", "--exclude-standard") if wanted(f)]):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, repo / rel)
+    run(["git", "init", "-q"], repo, env)
+    for start in range(0, len(tracked), 200):
+        run(["git", "add", "-f", "--", *tracked[start:start + 200]], repo, env)
+    run(["git", "-c", "commit.gpgsign=false", "commit", "-q", "--allow-empty", "-m", "checkout"], repo, env)
 
 
 def find_dvc() -> str:
-    candidates = [os.environ.get("DVC"), str(ROOT / ".venv-dvc" / "bin" / "dvc"), shutil.which("dvc")]
+    candidates = [
+        os.environ.get("DVC"),
+        str(Path(sys.executable).parent / "dvc"),  # `make dvc` links it into .venv/bin
+        str(ROOT / ".venv-dvc" / "bin" / "dvc"),
+        shutil.which("dvc"),
+    ]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    pytest.fail("DVC not found ($DVC, .venv-dvc/bin/dvc, PATH): `make dvc` installs it into .venv-dvc")
+    pytest.fail("DVC not found ($DVC, the environment's bin/, .venv-dvc/bin, PATH): `make dvc` installs it")
 
 
 def run(cmd, cwd: Path, env: dict, timeout: int = 300, stdout_only: bool = False) -> str:
@@ -72,8 +99,6 @@ def file_hashes(repo: Path, paths) -> dict[str, tuple[str, str]]:
 def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
     dvc = find_dvc()
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT, repo, ignore=COPY_IGNORE, symlinks=True)
-    shutil.copy(MICRO, repo / "config.yaml")  # the micro config is this copy's default
     env = {
         **os.environ,
         # Snakemake from the environment running the tests (the stages call `snakemake`).
@@ -86,7 +111,8 @@ def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org",
     }
-    run(["git", "init", "-q"], repo, env)
+    copy_checkout(repo, env)
+    shutil.copy(MICRO, repo / "config.yaml")  # the micro config is this copy's default
     run([dvc, "init", "-q"], repo, env)
 
     # The pipeline through DVC: four stages, each a Snakemake call.
