@@ -9,7 +9,10 @@ VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 
-.PHONY: reproduce test test-fast install dry-run lint clean
+.PHONY: reproduce test test-fast install dry-run lint clean dvc restore slurm-up slurm-down test-slurm
+
+DVC_VENV ?= .venv-dvc
+DVC_VERSION ?= 3.67.1
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +33,7 @@ dry-run: install
 lint: install
 	$(BIN)/snakemake --lint
 
-test: install
+test: install dvc
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -38,3 +41,25 @@ test-fast: install
 
 clean:
 	rm -rf results .snakemake
+
+# DVC in its own environment: hydra-core pins antlr4 4.9, math-verify (test extra) 4.13.
+$(DVC_VENV)/bin/dvc:
+	$(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/python -m pip install --upgrade pip
+	$(DVC_VENV)/bin/python -m pip install 'dvc==$(DVC_VERSION)'
+
+dvc: $(BIN)/python $(DVC_VENV)/bin/dvc
+	ln -sfn $(abspath $(DVC_VENV))/bin/dvc $(BIN)/dvc
+
+# A new machine: pull data, models and results from the DVC remote, then mark them up to date.
+restore: install dvc
+	PATH="$(abspath $(BIN)):$$PATH" scripts/restore.sh
+
+slurm-up:
+	scripts/slurm-local.sh up
+
+slurm-down:
+	scripts/slurm-local.sh down
+
+test-slurm: install
+	$(BIN)/python -m pytest -m slurm

@@ -13,11 +13,10 @@
 #                          and code hashes, so later changes rerun exactly what they affect
 #   4. snakemake -n        shows that nothing is left to do
 #
-# Usage: scripts/restore.sh [dvc pull arguments, e.g. -r myremote]
+# Usage: scripts/restore.sh [dvc pull options, e.g. -r myremote]
+# Restores every stage of dvc.yaml (the default target's outputs).
 # Environment: DVC (default: dvc on PATH), SNAKEMAKE (default: snakemake on PATH),
-# VENV (default .venv: its bin/ goes first on PATH when it exists),
-# RESTORE_TARGETS (Snakemake targets/options for the touch, default: the default target;
-# e.g. "--until train" after `dvc pull data models`).
+# VENV (default .venv: its bin/ goes first on PATH when it exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,14 +34,13 @@ echo "restore: dvc pull $*" >&2
 
 status="$("$DVC" status --json)"
 if [ "$status" != "{}" ]; then
-    echo "restore: the pulled results do not belong to this checkout's code/config (dvc status):" >&2
+    echo "restore: this checkout and the pulled results disagree with dvc.lock (dvc status):" >&2
     "$DVC" status >&2 || true
-    echo "restore: check out the commit whose dvc.lock you pulled, or rerun what changed: dvc repro" >&2
+    echo "restore: changed deps/params: check out the commit whose dvc.lock you pulled (or dvc repro);" \
+        "deleted outs: they are missing from the remote (dvc push them from the machine that made them)" >&2
     exit 1
 fi
 
-echo "restore: snakemake ${RESTORE_TARGETS:-} --touch --forceall" >&2
-# shellcheck disable=SC2086  # RESTORE_TARGETS is a list of words on purpose
-"$SNAKEMAKE" ${RESTORE_TARGETS:-} --touch --forceall --cores 1 --quiet
-# shellcheck disable=SC2086
-"$SNAKEMAKE" ${RESTORE_TARGETS:-} --dry-run --quiet rules
+echo "restore: snakemake --touch --forceall" >&2
+"$SNAKEMAKE" --touch --forceall --cores 1 --quiet
+"$SNAKEMAKE" --dry-run --quiet rules

@@ -6,8 +6,9 @@ its own, so DVC sees what git tracks), whose default config is the micro config:
 ``dvc repro`` runs the four stages (each one Snakemake call), ``dvc push`` to a local
 remote, then the "new machine": results, DVC cache and Snakemake's metadata wiped,
 ``scripts/restore.sh`` (dvc pull, dvc status, snakemake --touch --forceall). Afterwards
-Snakemake has nothing to do, every file DVC tracks is byte-identical to before, and a
-changed hyperparameter reruns exactly the jobs it affects.
+Snakemake has nothing to do, every file DVC tracks is byte-identical to before, a
+changed hyperparameter reruns exactly the jobs it affects, and the restore refuses to
+pass results off as belonging to a changed config.
 
 DVC lives in its own environment (`make dvc`: .venv-dvc, linked as .venv/bin/dvc): it
 cannot share .venv, where math-verify pins antlr4-python3-runtime 4.13 and DVC's hydra
@@ -154,11 +155,7 @@ def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
     out = run(["bash", "scripts/restore.sh"], repo, env, timeout=300)
     assert "Nothing to be done" in out, out[-3000:]
 
-    proc = subprocess.run(
-        [env["SNAKEMAKE"], "-n"], cwd=repo, env=env, capture_output=True, text=True, timeout=300
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    out = run([env["SNAKEMAKE"], "-n"], repo, env)
     assert "Nothing to be done" in out, out[-3000:]
     # --touch --forceall recorded every job's metadata: none is missing
     assert "missing provenance/metadata" not in out, out[-3000:]
@@ -183,3 +180,7 @@ def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
     # DVC sees the changed config too: every stage reads config.yaml
     status = run_json([dvc, "status", "--json"], repo, env)
     assert set(status) == {"data", "models", "evaluate", "report"}, status
+    # and the restore refuses to mark results made with another config as up to date
+    proc = subprocess.run(["bash", "scripts/restore.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "disagree with dvc.lock" in proc.stderr and "snakemake --touch" not in proc.stderr, proc.stderr
