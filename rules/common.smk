@@ -71,6 +71,15 @@ CORE_CODE = ("__init__.py", "cli.py", "errors.py", "io.py")
 SAMPLER_CODE = ("sampling/base.py", "sampling/hf.py")
 
 
+# What defines a suite's problems (not how it is evaluated): changing K or n must not
+# regenerate the data and rerun everything downstream.
+SUITE_EVAL_KEYS = ("k", "n_samples")
+
+
+def suites_data_slice():
+    return {name: {k: v for k, v in suite.items() if k not in SUITE_EVAL_KEYS} for name, suite in config["suites"].items()}
+
+
 def model_dir(wildcards):
     if wildcards.model == "base":
         return rules.build_base_model.output.model

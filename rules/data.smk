@@ -10,7 +10,7 @@ if config["world"] == "toy":
         params:
             world=config["world"],
             world_cfg=as_json(config["toy"]),
-            suites_cfg=as_json(config["suites"]),
+            suites_cfg=as_json(suites_data_slice()),
             suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
             code=code_hash(*CORE_CODE, "data/prepare.py", "data/schema.py", "toy/world.py"),
         conda:
@@ -34,7 +34,7 @@ else:
             train=f"{RESULTS}/data/train.parquet",
             decontamination=f"{RESULTS}/data/decontamination.json",
         params:
-            suites_cfg=as_json(config["suites"]),
+            suites_cfg=as_json(suites_data_slice()),
             train_cfg=as_json(config["train_data"]),
             fail="--fail-on-overlap" if config["decontamination"]["fail"] else "",
             suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
