@@ -31,7 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+REPO = _common.ROOT
 GOAL_RATIO = 1.25
 # (name, chunk_size or None, mode): mode "nograd" = inference forward;
 # "grad_forward" = forward with autograd recording, graph kept alive while measuring;
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--positions", type=int, default=4_096)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "entropy_memory.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/benchmarks/entropy_memory.json)")
     parser.add_argument("--worker", nargs=3, metavar=("CHUNK", "MODE", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
 
+    machine = _common.machine_info(threads=args.threads)
     rows = []
     for name, chunk, mode in VARIANTS:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--vocab", str(args.vocab),
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     default = next(r for r in rows if r["chunk_size"] == DEFAULT_CHUNK_SIZE and r["mode"] == "nograd")
     print(f"token_entropy peak memory: {args.positions} positions x {args.vocab} vocab, float32 logits "
           f"{logits_gb:.2f} GB, {args.threads} threads")
+    print(_common.machine_line(machine))
     print(f"{'variant':<30} {'chunk':>6} {'extra GB':>9} {'extra/logits':>13} {'peak/logits':>12} {'seconds':>8}")
     for r in rows:
         print(f"{r['name']:<30} {str(r['chunk_size']):>6} {r['extra_bytes'] / 1e9:>9.3f} "
@@ -143,12 +148,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{default['peak_total_over_logits']:.3f}x -> {'met' if meets else 'NOT met'}")
     print("(forward_backward's extra includes the logits gradient, a full-size copy by definition)")
 
-    import torch
-
     report = {
-        "config": {"vocab": args.vocab, "positions": args.positions, "dtype": "float32",
-                   "threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
+        "config": {"vocab": args.vocab, "positions": args.positions, "dtype": "float32", "threads": args.threads,
                    "method": "ru_maxrss in a fresh subprocess per variant, minus the peak after allocating logits"},
+        "machine": machine,
         "logits_bytes": rows[0]["logits_bytes"],
         "goal_peak_over_logits": GOAL_RATIO,
         "default_chunk_size": DEFAULT_CHUNK_SIZE,
@@ -156,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal_met": meets,
         "variants": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    _common.write_result("entropy_memory", report, args.out)
     return 0 if meets else 1
 
 
