@@ -9,7 +9,8 @@ VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 
-.PHONY: reproduce test test-fast install dry-run lint clean dvc restore slurm-up slurm-down test-slurm
+.PHONY: reproduce test test-fast install dry-run lint clean dvc restore slurm-up slurm-down test-slurm \
+	bench bench-install bench-rl-step bench-sampling bench-workflow bench-entropy bench-default-run
 
 DVC_VENV ?= .venv-dvc
 DVC_VERSION ?= 3.67.1
@@ -63,3 +64,29 @@ slurm-down:
 
 test-slurm: install
 	$(BIN)/python -m pytest -m slurm
+
+# Benchmarks (README "Benchmarks"): each prints a table and writes results/benchmarks/<name>.json.
+# `make bench` runs the quick ones (~10 min on 2 cores); the default-run benchmark (~25 min,
+# a whole reproduction from scratch) only runs on request: make bench-default-run.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -c constraints-cpu.txt -e '.[test,bench]'
+	touch $@
+
+bench-install: $(VENV)/.bench-installed
+
+bench-rl-step: bench-install
+	$(BIN)/python benchmarks/rl_step_vs_trl.py
+
+bench-sampling: install
+	$(BIN)/python benchmarks/sampling_throughput.py
+
+bench-workflow: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/workflow_overhead.py
+
+bench-entropy: install
+	$(BIN)/python benchmarks/entropy_memory.py
+
+bench: bench-rl-step bench-sampling bench-workflow bench-entropy
+
+bench-default-run: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/default_run.py
