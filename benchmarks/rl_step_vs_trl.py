@@ -17,8 +17,9 @@ pass (TRL computes them because ``steps_per_generation`` 2 > gradient accumulati
 
 Per round, each side trains ``--steps`` + 1 generation steps from the base model; the first
 step of every round is warm-up and dropped. Ours runs the real CLI in-process
-(``python -m pipeline train``) and its step times come from the metrics JSONL field
-``step_seconds`` (sampling + grading + old-logp pass + the step's updates); TRL's is the
+(``python -m pipeline train``) and its step times are the trainer's own ``step_seconds``
+per rollout step (sampling + grading + old-logp pass + the step's updates; from the
+metrics records or the trainer's timings log); TRL's is the
 wall time between the ends of consecutive generation steps (a ``TrainerCallback``).
 Rounds alternate ours, TRL, ours, TRL, … so drift in machine load hits both alike.
 
@@ -90,6 +91,13 @@ class _MetricsWatcher(threading.Thread):
         self.join()
 
 
+def _jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
 def our_spec(args) -> dict:
     from pipeline.config import load_config, method_specs
 
@@ -127,16 +135,25 @@ def run_ours(args, spec: dict, template: str, grader: str, seed: int) -> dict:
         wall = time.perf_counter() - t0
         if rc != 0:
             raise SystemExit(f"our trainer failed with exit code {rc}")
-        records = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        records = _jsonl(tmp / "metrics.jsonl")
+        # Per-step wall times: in the metrics records, or in a timings log of their own
+        # (the trainer may keep them apart so that metrics.jsonl stays byte-identical across runs).
+        timed = {}
+        for path in sorted(tmp.rglob("*.jsonl")):
+            for rec in _jsonl(path):
+                if "step_seconds" in rec and "rollout" in rec:
+                    timed[rec["rollout"]] = rec
+        timing_files = sorted({str(p.relative_to(tmp)) for p in tmp.rglob("*.jsonl")
+                               if any("step_seconds" in rec for rec in _jsonl(p))})
 
     by_rollout: dict[int, list[dict]] = {}
     for rec in records:
         by_rollout.setdefault(rec["rollout"], []).append(rec)
     rollouts = sorted(by_rollout)
-    if all("step_seconds" in rec for rec in records):
-        source = "metrics step_seconds"
-        step = [float(by_rollout[r][-1]["step_seconds"]) for r in rollouts]
-        sample = [float(by_rollout[r][-1]["sample_seconds"]) if "sample_seconds" in by_rollout[r][-1] else None
+    if all(r in timed for r in rollouts):
+        source = f"trainer's step_seconds ({', '.join(timing_files)})"
+        step = [float(timed[r]["step_seconds"]) for r in rollouts]
+        sample = [float(timed[r]["sample_seconds"]) if timed[r].get("sample_seconds") is not None else None
                   for r in rollouts]
     else:  # the trainer does not log step times: time the appearance of each step's last record
         source = "live metrics log watcher (metrics carry no step_seconds)"
@@ -146,7 +163,11 @@ def run_ours(args, spec: dict, template: str, grader: str, seed: int) -> dict:
         step = [None] + [ends[r] - ends[r - 1] for r in rollouts[1:]]
         sample = [None] * len(rollouts)
     tokens = [by_rollout[r][0]["response_length"] * args.prompts * args.group for r in rollouts]
-    return {"step_seconds": step[1:], "sample_seconds": sample[1:], "warmup_step_seconds": step[0],
+    ends = {}
+    for when, rec in watcher.seen:
+        ends[rec["rollout"]] = when
+    observed = [ends[r] - ends[r - 1] for r in rollouts[1:] if r in ends and r - 1 in ends]
+    return {"step_seconds": step[1:], "observed_step_seconds": observed, "sample_seconds": sample[1:], "warmup_step_seconds": step[0],
             "tokens_per_step": tokens[1:], "updates_per_step": len(by_rollout[rollouts[0]]),
             "round_wall_seconds": wall, "timing_source": source}
 
