@@ -117,6 +117,9 @@ def path_keys(config: dict) -> list[tuple[str, str]]:
         files = section.get("data_files")
         for i, f in enumerate([files] if isinstance(files, str) else files or []):
             found.append((f"{where}.data_files" + ("" if isinstance(files, str) else f"[{i}]"), f))
+    launch = (config.get("distributed") or {}).get("accelerate_config")
+    if isinstance(launch, str):
+        found.append(("distributed.accelerate_config", launch))
     local = (config["base_model"].get("hub") or {}).get("local_path")
     if isinstance(local, str):
         found.append(("base_model.hub.local_path", local))

@@ -32,6 +32,8 @@ ENV = "../envs/pipeline.yaml"
 # vLLM pins its own torch and needs CUDA: the sampling rule gets its own environment then.
 SAMPLE_ENV = "../envs/vllm.yaml" if config["sampling"]["backend"] == "vllm" else ENV
 METHODS = method_specs(config)
+# Training with vLLM rollouts runs in the vLLM environment (vLLM's own torch and CUDA).
+TRAIN_ENV = "../envs/vllm.yaml" if any(m["training"]["rollout_backend"] == "vllm" for m in METHODS.values()) else ENV
 SEEDS = config["seeds"]
 SUITES = list(config["suites"])
 TRAINED = [f"{m}/seed{s}" for m in METHODS for s in SEEDS]
@@ -78,6 +80,16 @@ SUITE_EVAL_KEYS = ("k", "n_samples")
 
 def suites_data_slice():
     return {name: {k: v for k, v in suite.items() if k not in SUITE_EVAL_KEYS} for name, suite in config["suites"].items()}
+
+
+def trainer_launcher():
+    """How the train rule starts the trainer: one process, or resources.train.gpu processes
+    through `accelerate launch` with the configured accelerate config file."""
+    launch_config = config["distributed"]["accelerate_config"]
+    processes = config["resources"]["train"]["gpu"]
+    if not launch_config or processes <= 1:
+        return "python -m pipeline"
+    return f"accelerate launch --config_file {launch_config} --num_processes {processes} -m pipeline"
 
 
 def model_dir(wildcards):

@@ -11,6 +11,8 @@ rule train:
     output:
         model=directory(f"{RESULTS}/models/{{method}}/seed{{seed}}"),
         metrics=f"{RESULTS}/train/{{method}}/seed{{seed}}/metrics.jsonl",
+        # policy snapshots every training.snapshot_every rollouts (the checkpoint analysis)
+        snapshots=directory(f"{RESULTS}/train/{{method}}/seed{{seed}}/snapshots"),
     params:
         spec=lambda wc: as_json(METHODS[wc.method]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
@@ -18,6 +20,8 @@ rule train:
         checkpoints=lambda wc, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
+        # several GPUs: one process per GPU through `accelerate launch` (pipeline/rl/distributed.py)
+        launcher=trainer_launcher(),
         code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "prompts.py", "models.py", "data/schema.py", "eval/grading.py"),
     threads: config["threads"]["train"]
     resources:
@@ -25,13 +29,13 @@ rule train:
         mem_mb=config["resources"]["train"]["mem_mb"],
         runtime=config["resources"]["train"]["runtime"],
     conda:
-        ENV
+        TRAIN_ENV
     log:
         f"{LOGS}/train/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/train/{{method}}/seed{{seed}}.tsv"
     shell:
-        "python -m pipeline train --base-model {input.base:q} --train-problems {input.problems:q}"
+        "{params.launcher} train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
         " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
-        " --checkpoint-dir {params.checkpoints:q} {params.trust} --threads {threads} 2> {log:q}"
+        " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.trust} --threads {threads} 2> {log:q}"

@@ -23,7 +23,10 @@ behaviour; it only has the shapes the backend reads:
 Knobs, to exercise the backend's checks on malformed results: ``reverse_outputs``
 (completions listed in reverse ``index`` order), ``drop_one`` (one completion too few),
 ``finish_reason_override`` (e.g. ``"abort"``), ``prompt_override`` (a wrong ``prompt``
-on every output).
+on every output), ``token_id_mod`` (token ids reduced modulo a vocabulary size, so that
+a trainer can feed them to a real model). ``LLM`` also exposes the in-process engine
+layout the trainer's weight sync reaches into, recording each ``load_weights`` call in
+``module.weight_loads`` and each ``reset_prefix_cache`` in ``module.prefix_cache_resets``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def make_module(
     drop_one: bool = False,
     finish_reason_override: str | None = None,
     prompt_override: str | None = None,
+    token_id_mod: int | None = None,
 ) -> types.ModuleType:
     """A fresh recording double, to be placed in ``sys.modules["vllm"]``."""
     module = types.ModuleType("vllm")
@@ -63,6 +67,17 @@ def make_module(
     module.generate_calls = []  # (engine index, prompts, SamplingParams kwargs, generate kwargs)
     module.released = []  # engine indices whose objects were garbage collected
     module.live_engines_at_construction = []  # engines not yet released when each LLM(...) was built
+    module.weight_loads = []  # (engine index, {name: tensor copy}) of every load_weights call
+    module.prefix_cache_resets = []  # engine index of every reset_prefix_cache call
+
+    class _Model:
+        """Where the trainer's weight sync lands: ``load_weights(weights=[(name, tensor)])`` is recorded."""
+
+        def __init__(self, engine_index):
+            self.engine_index = engine_index
+
+        def load_weights(self, weights):
+            module.weight_loads.append((self.engine_index, {name: t.detach().clone() for name, t in weights}))
 
     class SamplingParams:
         def __init__(self, *args, **kwargs):
@@ -77,6 +92,13 @@ def make_module(
             self.engine_index = len(module.constructions)
             module.live_engines_at_construction.append(len(module.constructions) - len(module.released))
             module.constructions.append(dict(kwargs))
+            # the in-process V1 layout: llm_engine.model_executor.driver_worker.worker.model_runner.model
+            runner = types.SimpleNamespace(model=_Model(self.engine_index))
+            worker = types.SimpleNamespace(worker=types.SimpleNamespace(model_runner=runner))
+            self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(driver_worker=worker))
+
+        def reset_prefix_cache(self):
+            module.prefix_cache_resets.append(self.engine_index)
 
         def __del__(self):
             module.released.append(self.engine_index)
@@ -93,7 +115,7 @@ def make_module(
                     CompletionOutput(
                         index=i,
                         text=f"p{p}|seed{seed + i}",
-                        token_ids=[p, seed + i],
+                        token_ids=[p, seed + i] if token_id_mod is None else [(p + 3) % token_id_mod, (seed + i) % token_id_mod],
                         finish_reason=finish_reason_override or ("length" if (seed + i) % 5 == 0 else "stop"),
                     )
                     for i in range(count)
@@ -104,7 +126,7 @@ def make_module(
                     RequestOutput(
                         request_id=str(p),
                         prompt=prompt if prompt_override is None else prompt_override,
-                        prompt_token_ids=[ord(ch) for ch in prompt],
+                        prompt_token_ids=prompt["prompt_token_ids"] if isinstance(prompt, dict) else [ord(ch) for ch in prompt],
                         outputs=outs,
                     )
                 )

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-import fake_vllm
+from tests import fake_vllm
 from pipeline.errors import PipelineError
 from pipeline.sampling.base import SamplingParams
 from pipeline.sampling.vllm_backend import (

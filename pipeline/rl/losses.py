@@ -20,6 +20,7 @@ from torch import Tensor
 __all__ = [
     "AGGREGATIONS",
     "aggregate",
+    "aggregation_units",
     "clip_cov_loss",
     "clipped_surrogate",
     "clipped_surrogate_per_token",
@@ -58,6 +59,23 @@ def _select_count(select_ratio: float, n_valid: int) -> int:
     floored one too low by binary rounding (0.29 * 100 = 28.999999999999996).
     """
     return max(math.floor(select_ratio * n_valid + 1e-9), 1)
+
+
+def aggregation_units(mask: Tensor, mode: str) -> float:
+    """What :func:`aggregate` divides by: valid tokens (``token-mean``), sequences with a
+    valid token (``seq-mean-token-mean``) or all sequences (``seq-mean-token-sum-norm``).
+
+    Micro-batching uses it: with ``U_m`` the units of a micro-batch and ``U`` those of its
+    whole mini-batch, ``sum_m aggregate(micro_m) * U_m / U == aggregate(mini-batch)``.
+    """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation mode {mode!r}; expected one of {AGGREGATIONS}")
+    valid = mask.bool()
+    if mode == "token-mean":
+        return float(valid.sum())
+    if mode == "seq-mean-token-mean":
+        return float(valid.any(dim=-1).sum())
+    return float(mask.shape[0])
 
 
 def aggregate(loss_mat: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:

@@ -59,9 +59,9 @@ from pipeline.eval.grading import grade
 from pipeline.models import load_model_and_tokenizer, model_fingerprint, save_model_atomically
 from pipeline.prompts import render_prompts
 from pipeline.rl import registry
-from pipeline.rl.advantages import masked_mean, shaping_ratio
 from pipeline.rl.entropy import logprobs_and_entropy
-from pipeline.rl.losses import explained_variance, value_loss
+from pipeline.rl.distributed import Processes
+from pipeline.rl.losses import aggregation_units, explained_variance, value_loss
 from pipeline.sampling.base import SamplingParams
 from pipeline.sampling.hf import HFSampler
 
@@ -79,6 +79,11 @@ class Rollout:
     scores: torch.Tensor          # [N] +1 / -1
     response_lengths: torch.Tensor  # [N]
     group_accuracy: torch.Tensor  # [P]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[N] tokens of each sequence (prompt + response + EOS)."""
+        return self.attention.sum(dim=1)
 
 
 def build_rollout(prompt_completions, answers, group_size, eos_id, pad_id, grader) -> Rollout:
@@ -140,6 +145,67 @@ def _trim(rollout: Rollout, rows: torch.Tensor):
     """The rows' tensors cut to their own longest sequence (no compute on trailing padding)."""
     width = int(rollout.attention[rows].sum(dim=1).max())
     return rollout.input_ids[rows, :width], rollout.attention[rows, :width], width - 1
+
+
+def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``rows`` sorted by sequence length and cut into micro-batches of ``size`` rows.
+
+    Each forward pass then pads only to its own longest sequence: on the toy, responses
+    of 10 to 112 tokens cost about half as much as one mini-batch padded to the longest.
+    """
+    order = rows[torch.argsort(lengths[rows], stable=True)]
+    return list(order.split(size))
+
+
+def _shaping_sum(advantages: torch.Tensor, shaped: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """Numerator and count of :func:`pipeline.rl.advantages.shaping_ratio` (summable over micro-batches)."""
+    a, s = advantages.detach().float(), shaped.detach().float()
+    sel = mask.bool() & (a != 0)
+    return float(((s[sel] - a[sel]) / a[sel].abs()).sum()), float(sel.sum())
+
+
+class _MicroStats:
+    """One policy update's logged values, summed over its micro-batches and processes.
+
+    Losses are the weighted sums that make up the mini-batch loss; entropy and the loss
+    functions' statistics (clip fractions, KL, ...: means over valid tokens) become
+    token-weighted means; the shaping ratio a mean over tokens with A != 0.
+    """
+
+    def __init__(self):
+        self.pg = self.reg = self.tokens = self.entropy = 0.0
+        self.shaping = [0.0, 0.0]
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
+
+    def add(self, *, weight, tokens, pg_loss, reg_term, entropy_sum, stats, shaping) -> None:
+        self.pg += pg_loss * weight
+        self.reg += reg_term * weight
+        self.tokens += tokens
+        self.entropy += entropy_sum
+        if shaping is not None:
+            self.shaping = [self.shaping[0] + shaping[0], self.shaping[1] + shaping[1]]
+        for key, value in stats.items():
+            self.sums.setdefault(key, 0.0)
+            self.counts.setdefault(key, 0.0)
+            if value is not None and math.isfinite(value) and tokens > 0:
+                self.sums[key] += float(value) * tokens
+                self.counts[key] += tokens
+
+    def reduce(self, procs: Processes) -> dict:
+        keys = sorted(self.sums)
+        totals = procs.sum(
+            [self.pg, self.reg, self.tokens, self.entropy, *self.shaping]
+            + [self.sums[k] for k in keys] + [self.counts[k] for k in keys]
+        )
+        n = len(keys)
+        pg, reg, tokens, entropy, shaping_num, shaping_count = totals[:6]
+        return {
+            "pg_loss": pg, "reg_term": reg,
+            "entropy": entropy / tokens if tokens else float("nan"),
+            "shaping_ratio": shaping_num / shaping_count if shaping_count else None,
+            "stats": {k: (totals[6 + i] / totals[6 + n + i] if totals[6 + n + i] else float("nan")) for i, k in enumerate(keys)},
+        }
 
 
 # --------------------------------------------------------------------------- finiteness
@@ -350,10 +416,13 @@ class _SigtermGuard:
     trainer finishes the policy update in progress, checkpoints and exits with
     PREEMPTED_EXIT_CODE. During sampling (which changes no state) it interrupts at once."""
 
-    def __init__(self):
+    def __init__(self, interruptible_sampling: bool = True):
         self.requested = False
         self._interruptible = False
         self._previous = None
+        # Several processes must leave their collectives together: they never interrupt
+        # sampling, they finish the rollout step and agree to stop at its end.
+        self._sampling_interruptible = interruptible_sampling
 
     def __enter__(self) -> "_SigtermGuard":
         if threading.current_thread() is threading.main_thread():
@@ -374,6 +443,9 @@ class _SigtermGuard:
 
     @contextlib.contextmanager
     def interruptible(self):
+        if not self._sampling_interruptible:
+            yield
+            return
         if self.requested:
             raise Preempted()
         self._interruptible = True
@@ -422,6 +494,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=10, help="rollouts between checkpoints")
     parser.add_argument("--keep-checkpoints", type=int, default=2)
     parser.add_argument(
+        "--snapshot-dir", default=None,
+        help="where the policy snapshots (training.snapshot_every) are published at the end",
+    )
+    parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="let transformers run Python code shipped with the model (off unless the config opts in)",
     )
@@ -429,22 +505,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true")
 
 
+def training_defaults() -> dict:
+    from pipeline.config import load_schema
+
+    props = load_schema()["properties"]["training"]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.checkpoint_every < 1 or args.keep_checkpoints < 1:
         raise PipelineError("--checkpoint-every and --keep-checkpoints must be >= 1")
     spec = json.loads(args.method_json)
-    cfg = spec["training"]
+    # Keys a spec written before they existed lacks take the schema's defaults.
+    cfg = spec["training"] = {**training_defaults(), **spec["training"]}
     seed, G = args.seed, cfg["group_size"]
+    procs = Processes(cfg["precision"])
+    W, rank = procs.world, procs.rank
+    n_prompts, mb_prompts, epochs = cfg["prompts_per_rollout"], cfg["minibatch_prompts"], cfg["epochs"]
+    if n_prompts % W or mb_prompts % W:
+        raise PipelineError(
+            f"training.prompts_per_rollout ({n_prompts}) and minibatch_prompts ({mb_prompts}) must be "
+            f"multiples of the number of processes ({W}): each process trains on whole prompt groups"
+        )
     torch.manual_seed(seed)
 
     problems = read_problems(args.train_problems)
     policy, tokenizer = load_model_and_tokenizer(args.base_model, trust_remote_code=args.trust_remote_code)
+    if cfg["gradient_checkpointing"]:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy.to(procs.device)
     policy.train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     est, shp, pol, reg = spec["estimator"], spec["shaping"], spec["loss"], spec["regularizer"]
     estimator_params = registry.params_of(est)
     shaping = registry.SHAPINGS[shp["name"]]
+    shaping_params = registry.params_of(shp)
     loss_fn = registry.POLICY_LOSSES[pol["name"]]
     loss_params = registry.params_of(pol)
     aggregation = pol["aggregation"]
@@ -452,7 +548,7 @@ def run(args: argparse.Namespace) -> int:
     critic = critic_opt = None
     critic_warmup = 0
     if est["name"] == "gae":
-        critic = ValueModel(args.base_model, trust_remote_code=args.trust_remote_code)
+        critic = ValueModel(args.base_model, trust_remote_code=args.trust_remote_code).to(procs.device)
         critic_opt = torch.optim.AdamW(critic.parameters(), lr=est["critic_lr"])
         critic_warmup = est["critic_warmup_rollouts"]
         # GAE and whitening take gamma/lam/whiten; the rest are critic settings.
@@ -460,22 +556,32 @@ def run(args: argparse.Namespace) -> int:
     estimator = registry.ESTIMATORS[est["name"]]
 
     n_problems = len(problems)
-    sampler = HFSampler(policy, tokenizer, batch_size=4096)
-    prompt_ids_all = sampler.encode(render_prompts(problems["problem"], args.template, tokenizer, args.chat_template))
+    prompt_ids_all = [tokenizer(p).input_ids for p in render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)]
     answers_all = list(problems["answer"])
 
     # ---- resume: the newest intact checkpoint of this very run, if any
     ckpt_dir = Path(args.checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in ckpt_dir.iterdir():  # temp files and directories of a killed writer
-        if leftover.name.startswith("."):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    snapshot_store = ckpt_dir / "snapshots"  # survives a retry (the job's outputs do not)
+    if procs.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in ckpt_dir.iterdir():  # temp files and directories of a killed writer
+            if leftover.name.startswith("."):
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    procs.barrier()
     this_run = run_id(args, spec)
     start_rollout, update, partial = 0, 0, None
     metrics_lines: list[str] = []
-    ckpt = load_latest_checkpoint(ckpt_dir, this_run, max_rollout=cfg["rollouts"])
+    ckpt = load_latest_checkpoint(ckpt_dir, this_run, max_rollout=cfg["rollouts"]) if procs.is_main else None
+    if procs.distributed:  # every process resumes from the checkpoint the main one chose
+        name = [ckpt.path.name if ckpt is not None else None]
+        torch.distributed.broadcast_object_list(name, src=0)
+        if not procs.is_main and name[0] is not None:
+            path = ckpt_dir / name[0]
+            ckpt = Checkpoint(path, torch.load(path / "state.pt", map_location="cpu", weights_only=True), "")
     if ckpt is not None:
         state = ckpt.state
+        if state.get("partial") is not None and procs.distributed:
+            raise PipelineError(f"checkpoint {ckpt.path} was written mid-rollout by a single process; resume it with one process")
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
         regularizer.load_state_dict(state["regularizer"])
@@ -486,26 +592,60 @@ def run(args: argparse.Namespace) -> int:
         start_rollout, update, partial = state["rollout"], state["update"], state["partial"]
         metrics_lines = ckpt.metrics.splitlines(keepends=True)
         log.info("resuming from checkpoint %s (rollout %d, update %d)", ckpt.path.name, start_rollout, update)
+    if critic is not None:
+        policy, optimizer, critic, critic_opt = procs.prepare(policy, optimizer, critic, critic_opt)
+    else:
+        policy, optimizer = procs.prepare(policy, optimizer)
+    bare_policy = procs.unwrap(policy)
+
+    # ---- rollout engine: HF sampling from the policy itself, or a colocated vLLM engine
+    if cfg["rollout_backend"] == "vllm":
+        from pipeline.sampling.vllm_backend import VLLMRollouts
+
+        engine = VLLMRollouts(
+            args.base_model, seed=io.stable_seed(seed, "vllm-engine", rank),
+            gpu_memory_utilization=cfg["vllm_gpu_memory_utilization"], trust_remote_code=args.trust_remote_code,
+        )
+    else:
+        engine = HFSampler(bare_policy, tokenizer, batch_size=cfg["rollout_batch_size"])
+    engine_stale = ckpt is not None  # a resumed policy differs from the weights vLLM loaded
+
     # The live log holds exactly the records of the updates the checkpoint contains.
     live_metrics = ckpt_dir / "metrics.jsonl"
-    io.write_text(live_metrics, "".join(metrics_lines))
+    # Per rollout step: sampling, each update and the whole step, in seconds (benchmarks read it).
+    timings_path = ckpt_dir / "timings.jsonl"
+    if procs.is_main:
+        io.write_text(live_metrics, "".join(metrics_lines))
     last_saved = (start_rollout, update) if ckpt is not None else None
     last_saved_name = ckpt.path.name if ckpt is not None else None
 
     def snapshot(rollouts_done: int, partial_state: dict | None = None) -> dict:
         state = {
             "format": CHECKPOINT_FORMAT, "run": this_run, "rollout": rollouts_done, "update": update,
-            "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
+            "policy": procs.full_state_dict(policy), "optimizer": optimizer.state_dict(),
             "regularizer": regularizer.state_dict(), "rng": _rng_state(), "partial": partial_state,
         }
         if critic is not None:
-            state.update(critic=critic.state_dict(), critic_optimizer=critic_opt.state_dict())
+            state.update(critic=procs.full_state_dict(critic), critic_optimizer=critic_opt.state_dict())
         return state
 
     def checkpoint(rollouts_done: int, partial_state: dict | None = None) -> None:
         nonlocal last_saved, last_saved_name
-        path = save_checkpoint(ckpt_dir, snapshot(rollouts_done, partial_state), "".join(metrics_lines), args.keep_checkpoints)
-        last_saved, last_saved_name = (rollouts_done, update), path.name
+        state = snapshot(rollouts_done, partial_state)  # a collective under FSDP: every process
+        if procs.is_main:
+            path = save_checkpoint(ckpt_dir, state, "".join(metrics_lines), args.keep_checkpoints)
+            last_saved_name = path.name
+        last_saved = (rollouts_done, update)
+        procs.barrier()
+
+    def save_policy_snapshot(rollouts_done: int) -> None:
+        """The policy after ``rollouts_done`` rollouts, for the checkpoint analysis."""
+        every = cfg["snapshot_every"]
+        if not every or not (rollouts_done % every == 0 or rollouts_done == cfg["rollouts"]):
+            return
+        if procs.is_main and not (snapshot_store / f"rollout-{rollouts_done:04d}" / "config.json").is_file():
+            save_model_atomically(bare_policy, tokenizer, snapshot_store / f"rollout-{rollouts_done:04d}")
+        procs.barrier()
 
     def preempted_exit() -> int:
         log.warning(
@@ -516,13 +656,33 @@ def run(args: argparse.Namespace) -> int:
 
     norm_length = cfg["max_new_tokens"] + 1  # Dr.GRPO's constant: the longest possible response (+EOS)
     chunk = cfg["entropy_chunk_size"]
-    n_prompts, mb_prompts, epochs = cfg["prompts_per_rollout"], cfg["minibatch_prompts"], cfg["epochs"]
+    micro = cfg["micro_batch_size"] or n_prompts * G
+    local_prompts, local_mb = n_prompts // W, mb_prompts // W
+
+    def to_global_rows(rows: torch.Tensor) -> torch.Tensor:
+        """Local response rows -> rows of the whole rollout (process k holds prompts k, k+W, ...)."""
+        return (rows // G * W + rank) * G + rows % G
+
+    def forward(model, rows, rollout, want_grad: bool):
+        """Log-probs and entropies of ``rows``, cut to their own longest sequence (``T`` labels)."""
+        input_ids, attention, T = _trim(rollout, rows)
+        with (contextlib.nullcontext() if want_grad else torch.no_grad()), procs.autocast():
+            logp, entropy = policy_logp_entropy(model, input_ids.to(procs.device), attention.to(procs.device), chunk)
+        logp, entropy = logp.float(), entropy.float()
+        return (logp, entropy, T) if want_grad else (logp.cpu(), entropy.cpu(), T)
+
     t_start = time.time()
     r = start_rollout
-    bar = tqdm(range(start_rollout, cfg["rollouts"]), desc=f"train {spec['name']} seed {seed}", disable=not args.progress)
+    if start_rollout == 0 and update == 0:
+        save_policy_snapshot(0)
+    bar = tqdm(range(start_rollout, cfg["rollouts"]), desc=f"train {spec['name']} seed {seed}", disable=not (args.progress and procs.is_main))
     try:
-        with _SigtermGuard() as term, open(live_metrics, "a") as metrics_fh:
+        with _SigtermGuard(interruptible_sampling=not procs.distributed) as term, contextlib.ExitStack() as stack:
+            metrics_fh = stack.enter_context(open(live_metrics, "a")) if procs.is_main else None
+            timings_fh = stack.enter_context(open(timings_path, "a")) if procs.is_main else None
             for r in bar:
+                t_step = time.perf_counter()
+                update_seconds: list[float] = []
                 resumed = partial if partial is not None and partial["rollout"] == r else None
                 partial = None
                 if resumed is not None:
@@ -530,33 +690,58 @@ def run(args: argparse.Namespace) -> int:
                     t = resumed["tensors"]
                     rollout = Rollout(**{k: t[k] for k in Rollout.__dataclass_fields__})
                     old_logp, values, advantages, returns = t["old_logp"], t["values"], t["advantages"], t["returns"]
-                    rollout_entropy = resumed["rollout_entropy"]
-                    reg_stats = regularizer.begin_rollout(rollout.group_accuracy, G)  # pure: same weights again
+                    rollout_entropy, rollout_stats = resumed["rollout_entropy"], resumed.get("rollout_stats", {})
+                    global_accuracy = resumed.get("global_accuracy", rollout.group_accuracy)
+                    reg_stats = regularizer.begin_rollout(global_accuracy, G)  # pure: same weights again
                     shuffle, selection = torch.Generator(), torch.Generator()
                     shuffle.set_state(resumed["shuffle"])
                     selection.set_state(resumed["selection"])
                     first_epoch, first_start, first_order = resumed["epoch"], resumed["next_start"], resumed["prompt_order"]
+                    sample_seconds = 0.0
                 else:
+                    if engine_stale and cfg["rollout_backend"] == "vllm":
+                        engine.load_weights(procs.full_state_dict(policy))
+                    engine_stale = False
                     with term.interruptible():  # nothing below changes the run's state
-                        # ---- 1-2. rollout: prompts in a seeded order, epoch by epoch, then grading
+                        # ---- 1-2. rollout: prompts in a seeded order, epoch by epoch, then grading;
+                        # process k samples prompts k, k+W, ... of the rollout
                         epoch, offset = divmod(r * n_prompts, n_problems)
                         order = torch.randperm(n_problems, generator=torch.Generator().manual_seed(io.stable_seed(seed, "epoch", epoch)))
-                        idx = [int(order[(offset + j) % n_problems]) for j in range(n_prompts)]
+                        idx = [int(order[(offset + j) % n_problems]) for j in range(n_prompts)][rank::W]
+                        sample_seed = io.stable_seed(seed, "rollout", r) if W == 1 else io.stable_seed(seed, "rollout", r, "rank", rank)
                         params = SamplingParams(
                             n=G, temperature=cfg["temperature"], top_p=cfg["top_p"],
-                            max_new_tokens=cfg["max_new_tokens"], seed=io.stable_seed(seed, "rollout", r),
+                            max_new_tokens=cfg["max_new_tokens"], seed=sample_seed,
                         )
-                        outs = sampler.generate_ids([prompt_ids_all[i] for i in idx], params)
+                        outs = engine.generate_ids([prompt_ids_all[i] for i in idx], params)
+                        sample_seconds = time.perf_counter() - t_step
                         rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.eos_token_id, tokenizer.pad_token_id, args.grader)
 
-                        # ---- 3. rollout policy's log-probs (and critic values), no grad
-                        with torch.no_grad():
-                            old_logp, old_entropy = policy_logp_entropy(policy, rollout.input_ids, rollout.attention, chunk)
-                            values = critic(rollout.input_ids, rollout.attention) * rollout.mask if critic is not None else None
-                        rollout_entropy = float(masked_mean(old_entropy, rollout.mask))
+                        # ---- 3. rollout policy's log-probs (and critic values), no grad, in
+                        # length-sorted micro-batches
+                        N, width = rollout.mask.shape
+                        old_logp, old_entropy = torch.zeros(N, width), torch.zeros(N, width)
+                        values = torch.zeros(N, width) if critic is not None else None
+                        for rows in micro_batches(torch.arange(N), rollout.lengths, micro):
+                            lp, h, T = forward(policy, rows, rollout, want_grad=False)
+                            old_logp[rows, :T], old_entropy[rows, :T] = lp, h
+                            if critic is not None:
+                                input_ids, attention, _ = _trim(rollout, rows)
+                                with torch.no_grad(), procs.autocast():
+                                    values[rows, :T] = critic(input_ids.to(procs.device), attention.to(procs.device)).float().cpu()
+                        if values is not None:
+                            values = values * rollout.mask
+                        ent_sum, n_tok, reward_sum, correct, n_resp, length_sum = procs.sum([
+                            float((old_entropy * rollout.mask).sum()), float(rollout.mask.sum()),
+                            float(rollout.scores.sum()), float((rollout.scores > 0).sum()),
+                            float(len(rollout.scores)), float(rollout.response_lengths.sum()),
+                        ])
+                        rollout_entropy = ent_sum / max(n_tok, 1.0)
+                        rollout_stats = {"reward": reward_sum / n_resp, "accuracy": correct / n_resp, "response_length": length_sum / n_resp}
+                        global_accuracy = procs.gather_interleaved(rollout.group_accuracy)
 
                     # ---- 4. advantages (stored; never modified in place)
-                    reg_stats = regularizer.begin_rollout(rollout.group_accuracy, G)
+                    reg_stats = regularizer.begin_rollout(global_accuracy, G)
                     inp = registry.EstimatorInput(scores=rollout.scores, mask=rollout.mask, group_size=G, values=values)
                     advantages, returns = estimator(inp, **estimator_params)
                     _finite_tensor("advantages", advantages, f"rollout {r} (before update {update})")
@@ -570,70 +755,100 @@ def run(args: argparse.Namespace) -> int:
                     if ep == first_epoch and first_order is not None:
                         prompt_order = first_order
                     else:
-                        prompt_order = torch.randperm(n_prompts, generator=shuffle)
-                    for start in range(first_start if ep == first_epoch else 0, n_prompts, mb_prompts):
-                        groups = prompt_order[start : start + mb_prompts]
+                        prompt_order = torch.randperm(local_prompts, generator=shuffle)
+                    for start in range(first_start if ep == first_epoch else 0, local_prompts, local_mb):
+                        t_update = time.perf_counter()
+                        groups = prompt_order[start : start + local_mb]
                         rows = (groups[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
-                        input_ids, attention, T = _trim(rollout, rows)
-                        mask = rollout.mask[rows, :T]
-                        logp, entropy = policy_logp_entropy(policy, input_ids, attention, chunk)
-                        adv_mb = advantages[rows, :T]
-                        shaped = shaping(adv_mb, entropy, **registry.params_of(shp))
-                        pg_loss, stats = loss_fn(
-                            logp, old_logp[rows, :T], shaped, mask,
-                            generator=selection, norm_length=norm_length, **loss_params,
-                        )
-                        reg_term = regularizer.term(entropy, mask, rows, aggregation, norm_length)
-                        loss = pg_loss - reg_term
                         where = f"rollout {r}, update {update}"
-                        _finite("loss", loss, where, f" (pg_loss {pg_loss.item()}, reg_term {reg_term.item()})")
+                        # The loss is normalised over the whole mini-batch (every process's share):
+                        # micro-batch m's aggregate is weighted by units_m / units, and DDP's
+                        # gradient average is undone by the factor W.
+                        units = procs.sum([aggregation_units(rollout.mask[rows], aggregation)])[0]
+                        acc = _MicroStats()
+                        micros = micro_batches(rows, rollout.lengths, micro)
+                        for m, mrows in enumerate(micros):
+                            logp, entropy, T = forward(policy, mrows, rollout, want_grad=True)
+                            mask = rollout.mask[mrows, :T].to(logp.device)
+                            adv_mb = advantages[mrows, :T].to(logp.device)
+                            shaped = shaping(adv_mb, entropy, **shaping_params)
+                            pg_loss, stats = loss_fn(
+                                logp, old_logp[mrows, :T].to(logp.device), shaped, mask,
+                                generator=selection, norm_length=norm_length, **loss_params,
+                            )
+                            reg_term = regularizer.term(entropy, mask, to_global_rows(mrows), aggregation, norm_length)
+                            weight = aggregation_units(mask, aggregation) / max(units, 1.0)
+                            loss = (pg_loss - reg_term) * weight * W
+                            if not procs.distributed:  # distributed: the all-reduced grad norm catches it on every process
+                                _finite("loss", loss, where, f" (pg_loss {pg_loss.item()}, reg_term {reg_term.item()})")
+                            if policy_on:
+                                with procs.no_sync(policy, skip=m < len(micros) - 1):
+                                    procs.backward(loss)
+                            acc.add(
+                                weight=weight, tokens=float(mask.sum()), pg_loss=pg_loss.item(), reg_term=reg_term.item(),
+                                entropy_sum=float((entropy.detach() * mask).sum()), stats=stats,
+                                shaping=_shaping_sum(adv_mb, shaped.detach(), mask) if shp["name"] != "none" else None,
+                            )
+                        mean = acc.reduce(procs)
                         record = {
-                            "update": update, "rollout": r,
-                            "reward": float(rollout.scores.mean()),
-                            "accuracy": float((rollout.scores > 0).float().mean()),
-                            "response_length": float(rollout.response_lengths.mean()),
-                            "entropy": float(masked_mean(entropy.detach(), mask)),
-                            "rollout_entropy": rollout_entropy,
-                            "shaping_ratio": shaping_ratio(adv_mb, shaped.detach(), mask) if shp["name"] != "none" else None,
-                            "pg_loss": pg_loss.item(), "reg_term": reg_term.item(), "loss": loss.item(),
+                            "update": update, "rollout": r, **rollout_stats,
+                            "entropy": mean["entropy"], "rollout_entropy": rollout_entropy,
+                            "shaping_ratio": mean["shaping_ratio"],
+                            "pg_loss": mean["pg_loss"], "reg_term": mean["reg_term"], "loss": mean["pg_loss"] - mean["reg_term"],
                             "lr": optimizer.param_groups[0]["lr"],
                             "policy_updated": policy_on,
-                            **stats, **reg_stats, **regularizer.stats(),
+                            **mean["stats"], **reg_stats, **regularizer.stats(),
                         }
                         if policy_on:
-                            optimizer.zero_grad(set_to_none=True)
-                            loss.backward()
-                            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg["grad_clip"])
-                            _finite("grad norm", grad_norm, where)
+                            grad_norm = procs.clip_grad_norm_(policy.parameters(), cfg["grad_clip"])
+                            _finite("grad norm", grad_norm, where, f" (loss {record['loss']})")
                             optimizer.step()
+                            optimizer.zero_grad(set_to_none=True)
                             _finite_parameters("policy", policy, where)
                             record["grad_norm"] = float(grad_norm)
+                            engine_stale = True
                         if critic is not None:
-                            v = critic(input_ids, attention)
-                            v_loss, v_stats = value_loss(
-                                v * mask, values[rows, :T], returns[rows, :T], mask, clip=est["value_clip"], agg=aggregation
-                            )
-                            _finite("value loss", v_loss, where)
-                            critic_opt.zero_grad(set_to_none=True)
-                            v_loss.backward()
-                            torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg["grad_clip"])
+                            v_acc = _MicroStats()
+                            for m, mrows in enumerate(micros):
+                                input_ids, attention, T = _trim(rollout, mrows)
+                                mask = rollout.mask[mrows, :T].to(procs.device)
+                                with procs.autocast():
+                                    v = critic(input_ids.to(procs.device), attention.to(procs.device)).float()
+                                v_loss, v_stats = value_loss(
+                                    v * mask, values[mrows, :T].to(procs.device), returns[mrows, :T].to(procs.device),
+                                    mask, clip=est["value_clip"], agg=aggregation,
+                                )
+                                weight = aggregation_units(mask, aggregation) / max(units, 1.0)
+                                if not procs.distributed:
+                                    _finite("value loss", v_loss, where)
+                                with procs.no_sync(critic, skip=m < len(micros) - 1):
+                                    procs.backward(v_loss * weight * W)
+                                v_stats["explained_variance"] = explained_variance(v.detach(), returns[mrows, :T].to(procs.device), mask)
+                                v_acc.add(weight=weight, tokens=float(mask.sum()), pg_loss=v_loss.item(), reg_term=0.0, entropy_sum=0.0, stats=v_stats, shaping=None)
+                            v_grad = procs.clip_grad_norm_(critic.parameters(), cfg["grad_clip"])
+                            _finite("critic grad norm", v_grad, where)
                             critic_opt.step()
+                            critic_opt.zero_grad(set_to_none=True)
                             _finite_parameters("critic", critic, where)
-                            record.update(v_stats)
-                            record["value_loss"] = v_loss.item()
-                            record["explained_variance"] = explained_variance(v.detach(), returns[rows, :T], mask)
+                            v_mean = v_acc.reduce(procs)
+                            record.update(v_mean["stats"])
+                            record["value_loss"] = v_mean["pg_loss"]
+                        update_seconds.append(round(time.perf_counter() - t_update, 4))
                         line = json.dumps(record) + "\n"
                         metrics_lines.append(line)
-                        _append(metrics_fh, line, live_metrics)
+                        if metrics_fh is not None:
+                            _append(metrics_fh, line, live_metrics)
                         update += 1
                         # ---- SIGTERM: the update is done; checkpoint the middle of the rollout
-                        nxt = start + mb_prompts
-                        if term.requested and (nxt < n_prompts or ep + 1 < epochs):
-                            position = (ep, nxt, prompt_order) if nxt < n_prompts else (ep + 1, 0, None)
+                        # (one process only: several processes finish the rollout first)
+                        nxt = start + local_mb
+                        if not procs.distributed and term.requested and (nxt < local_prompts or ep + 1 < epochs):
+                            position = (ep, nxt, prompt_order) if nxt < local_prompts else (ep + 1, 0, None)
                             checkpoint(r, {
                                 "rollout": r, "epoch": position[0], "next_start": position[1], "prompt_order": position[2],
                                 "shuffle": shuffle.get_state(), "selection": selection.get_state(),
-                                "rollout_entropy": rollout_entropy,
+                                "rollout_entropy": rollout_entropy, "rollout_stats": rollout_stats,
+                                "global_accuracy": global_accuracy,
                                 "tensors": {
                                     **{k: getattr(rollout, k) for k in Rollout.__dataclass_fields__},
                                     "old_logp": old_logp, "values": values, "advantages": advantages, "returns": returns,
@@ -641,13 +856,22 @@ def run(args: argparse.Namespace) -> int:
                             })
                             return preempted_exit()
 
+                # Wall times go to their own log: metrics.jsonl stays byte-identical across runs.
+                if timings_fh is not None:
+                    _append(timings_fh, json.dumps({
+                        "rollout": r, "sample_seconds": round(sample_seconds, 4), "update_seconds": update_seconds,
+                        "step_seconds": round(time.perf_counter() - t_step, 4), "processes": W,
+                    }) + "\n", timings_path)
+
                 # ---- 6. end of step: the regularizer observes the step's entropy (AER adapts alpha)
                 regularizer.end_rollout(rollout_entropy)
                 bar.set_postfix(acc=f"{record['accuracy']:.2f}", H=f"{rollout_entropy:.3f}")
                 done = r + 1
-                if done % args.checkpoint_every == 0 or done == cfg["rollouts"] or term.requested:
+                save_policy_snapshot(done)
+                stop = procs.any(term.requested)
+                if done % args.checkpoint_every == 0 or done == cfg["rollouts"] or stop:
                     checkpoint(done)
-                if term.requested and done < cfg["rollouts"]:
+                if stop and done < cfg["rollouts"]:
                     return preempted_exit()
     except Preempted:  # raised only while sampling rollout r, which changes no state
         if last_saved != (r, update):
@@ -658,6 +882,20 @@ def run(args: argparse.Namespace) -> int:
         raise PipelineError(f"{err}; stopping ({kept})") from None
 
     log.info("trained %s seed %d: %d updates in %.1fs", spec["name"], seed, update, time.time() - t_start)
-    save_model_atomically(policy, tokenizer, args.out_model)
-    io.write_text(args.metrics, "".join(metrics_lines))
+    if procs.is_main:
+        save_model_atomically(bare_policy, tokenizer, args.out_model)
+        io.write_text(args.metrics, "".join(metrics_lines))
+        if args.snapshot_dir:
+            publish_snapshots(snapshot_store, Path(args.snapshot_dir))
+    procs.barrier()
+    procs.end()
     return 0
+
+
+def publish_snapshots(store: Path, out: Path) -> None:
+    """Copy the run's policy snapshots into the job's output directory (atomically)."""
+    io.remove_stale_temps(out.parent, out.name)
+    with io.atomic_dir(out) as tmp:
+        for snap in sorted(store.glob("rollout-*")) if store.is_dir() else []:
+            if (snap / "config.json").is_file():
+                shutil.copytree(snap, Path(tmp) / snap.name)

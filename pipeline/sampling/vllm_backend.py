@@ -33,6 +33,7 @@ import dataclasses
 import gc
 import importlib
 import logging
+import os
 from typing import Any, Mapping, Sequence
 
 from pipeline.errors import PipelineError
@@ -236,3 +237,83 @@ def _release_engine() -> None:
         return
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class VLLMRollouts:
+    """Rollouts for the trainer from one long-lived, colocated ``vllm.LLM`` engine.
+
+    Unlike :class:`VLLMSampler` (a fresh engine per evaluation shard), the trainer keeps one
+    engine for the whole run and copies the policy's weights into it before every rollout
+    that follows a policy update (:meth:`load_weights`), the way TRL's "colocate" mode and
+    verl's hybrid engine do. Prompts go in as token ids, so the rollout sees exactly the
+    prompt tokens the trainer scores. The engine must run in this process
+    (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here) for its model to be reachable.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        seed: int,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int | None = None,
+        dtype: str = "bfloat16",
+        trust_remote_code: bool = False,
+    ):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self._vllm = _import_vllm()
+        self.engine_kwargs = {
+            "model": str(model), "seed": int(seed) % _ENGINE_SEED_MOD, "tensor_parallel_size": 1,
+            "dtype": dtype, "gpu_memory_utilization": float(gpu_memory_utilization),
+            "max_model_len": max_model_len, "trust_remote_code": bool(trust_remote_code),
+            "enable_prefix_caching": True,
+        }
+        self.llm = self._vllm.LLM(**self.engine_kwargs)
+        self.weight_syncs = 0
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[PromptCompletions]:
+        shard = Shard(n=params.n, seed=params.seed)
+        sampling = self._vllm.SamplingParams(**vllm_sampling_kwargs(params, shard))
+        requests = [{"prompt_token_ids": [int(t) for t in p]} for p in prompt_ids]
+        outputs = list(self.llm.generate(requests, sampling_params=sampling, use_tqdm=False))
+        if len(outputs) != len(requests):
+            raise PipelineError(f"vLLM returned {len(outputs)} outputs for {len(requests)} rollout prompts")
+        results = []
+        for p, out in enumerate(outputs):
+            completions = sorted(enumerate(out.outputs), key=lambda item: (getattr(item[1], "index", item[0]), item[0]))
+            if len(completions) != params.n:
+                raise PipelineError(f"vLLM returned {len(completions)} completions for rollout prompt {p}, expected {params.n}")
+            pc = PromptCompletions(prompt_ids=[int(t) for t in prompt_ids[p]])
+            for _, c in completions:
+                if c.finish_reason not in _FINISH_REASONS:
+                    raise PipelineError(f"vLLM rollout of prompt {p} finished with {c.finish_reason!r}")
+                pc.completions.append(Completion(token_ids=[int(t) for t in c.token_ids], text=c.text, finish_reason=c.finish_reason))
+            results.append(pc)
+        return results
+
+    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Copy the trainer's current weights into the engine (then drop its prefix cache,
+        whose keys and values were computed with the old weights)."""
+        engine_model(self.llm).load_weights(weights=list(state_dict.items()))
+        reset = getattr(self.llm, "reset_prefix_cache", None)
+        if reset is not None:
+            reset()
+        self.weight_syncs += 1
+
+
+def engine_model(llm):
+    """The ``nn.Module`` inside an in-process vLLM engine (V1 and V0 layouts)."""
+    executor = llm.llm_engine.model_executor
+    worker = executor.driver_worker
+    for path in (("worker", "model_runner", "model"), ("model_runner", "model")):
+        obj = worker
+        try:
+            for name in path:
+                obj = getattr(obj, name)
+        except AttributeError:
+            continue
+        return obj
+    raise PipelineError(
+        "cannot reach the model inside the vLLM engine to sync weights (this vLLM version keeps it "
+        "in another process: set VLLM_ENABLE_V1_MULTIPROCESSING=0, or use training.rollout_backend: hf)"
+    )

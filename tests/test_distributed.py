@@ -1,0 +1,219 @@
+"""Training at scale, checked on CPU: micro-batch gradient accumulation, DDP under
+``accelerate launch`` (gloo, two processes), policy snapshots and vLLM rollouts with
+weight sync (through the recording test double in tests/fake_vllm.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.cli import main
+from pipeline.config import method_specs
+from pipeline.data.schema import problems_frame
+from pipeline.rl.losses import AGGREGATIONS, aggregate, aggregation_units
+from pipeline.rl.trainer import micro_batches
+from pipeline.toy.world import generate_problems
+from tests import fake_vllm
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINING = {
+    "rollouts": 1, "prompts_per_rollout": 8, "group_size": 4, "minibatch_prompts": 8, "epochs": 1,
+    "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "temperature": 1.0, "top_p": 1.0,
+    "max_new_tokens": 16, "entropy_chunk_size": None,
+}
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.parquet"
+    problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
+    return path
+
+
+def spec_of(method, entry=None, **training):
+    cfg = {"methods": {method: entry or {}}, "training": {**TRAINING, **training}}
+    return method_specs(cfg)[method]
+
+
+def train_args(model_dir, train_file, spec, out: Path, *extra):
+    return [
+        "train", "--base-model", str(model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
+        "--checkpoint-dir", str(out / "ckpt"), *extra,
+    ]
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "model" / "model.safetensors")
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def test_micro_batches_sort_by_length_and_cover_the_rows():
+    lengths = torch.tensor([9, 3, 7, 3, 12, 5, 8, 1])
+    rows = torch.tensor([0, 2, 4, 5, 6, 7])
+    parts = micro_batches(rows, lengths, 4)
+    assert [p.tolist() for p in parts] == [[7, 5, 2, 6], [0, 4]]
+    assert sorted(torch.cat(parts).tolist()) == rows.tolist()
+
+
+@pytest.mark.parametrize("mode", AGGREGATIONS)
+def test_weighted_micro_batch_losses_add_up_to_the_mini_batch_loss(mode):
+    g = torch.Generator().manual_seed(0)
+    loss = torch.randn(10, 7, generator=g)
+    mask = (torch.rand(10, 7, generator=g) > 0.4).float()
+    mask[3] = 0  # a sequence without valid tokens
+    full = aggregate(loss, mask, mode, norm_length=8)
+    units = aggregation_units(mask, mode)
+    parts = [slice(0, 4), slice(4, 5), slice(5, 10)]
+    recombined = sum(aggregate(loss[p], mask[p], mode, norm_length=8) * aggregation_units(mask[p], mode) / units for p in parts)
+    assert torch.allclose(recombined, full, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+@pytest.mark.parametrize(
+    "method, entry",
+    [
+        ("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}),
+        ("grpo_entropy_reg", {"regularizer": {"coef": 0.5}, "loss": {"aggregation": "seq-mean-token-mean"}}),
+        ("grpo_entropy_reg", {"regularizer": {"coef": 0.5}, "loss": {"aggregation": "seq-mean-token-sum-norm"}}),
+        ("ppo", {"estimator": {"critic_warmup_rollouts": 0}}),
+    ],
+)
+def test_micro_batching_gives_the_update_of_one_pass(tmp_path, tiny_model_dir, train_file, method, entry):
+    """Length-sorted micro-batches of 5 sequences with accumulated gradients = one forward
+    pass over the 32-sequence mini-batch (the same samples: sampling does not depend on
+    it), in every aggregation mode. The untrained model gets every answer wrong, so the
+    GRPO advantages are 0: the entropy bonus (and PPO's critic) provide the gradient."""
+    one = tmp_path / "one"
+    micro = tmp_path / "micro"
+    assert main(train_args(tiny_model_dir, train_file, spec_of(method, entry, micro_batch_size=None), one)) == 0
+    assert main(train_args(tiny_model_dir, train_file, spec_of(method, entry, micro_batch_size=5), micro)) == 0
+    a = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (micro / "metrics.jsonl").read_text().splitlines()]
+    keys = ("loss", "entropy", "grad_norm", "reg_term", "approx_kl")
+    if method == "ppo":
+        keys += ("value_loss", "value_clipfrac")
+        assert a[0]["value_loss"] > 0.1  # the critic has something to learn
+    else:
+        base = load_file(Path(tiny_model_dir) / "model.safetensors")
+        moved = max_diff(weights(one), base)
+        assert moved > 1e-4  # the update did something
+        assert max_diff(weights(one), weights(micro)) < 1e-3 * moved
+    for key in keys:
+        assert b[0][key] == pytest.approx(a[0][key], rel=1e-4, abs=1e-7), key
+
+
+def test_snapshots_and_timings(tmp_path, tiny_model_dir, train_file):
+    out = tmp_path / "run"
+    spec = spec_of("grpo", rollouts=3, snapshot_every=2, prompts_per_rollout=4, minibatch_prompts=2)
+    assert main(train_args(tiny_model_dir, train_file, spec, out, "--snapshot-dir", str(out / "snapshots"))) == 0
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["rollout-0000", "rollout-0002", "rollout-0003"]
+    assert max_diff(weights(out), load_file(out / "snapshots" / "rollout-0003" / "model.safetensors")) == 0
+    assert max_diff(load_file(out / "snapshots" / "rollout-0000" / "model.safetensors"),
+                    load_file(Path(tiny_model_dir) / "model.safetensors")) == 0
+    timings = [json.loads(x) for x in (out / "ckpt" / "timings.jsonl").read_text().splitlines()]
+    assert [t["rollout"] for t in timings] == [0, 1, 2]
+    for t in timings:
+        assert len(t["update_seconds"]) == 2 and t["step_seconds"] >= t["sample_seconds"] + sum(t["update_seconds"]) * 0.99
+    # wall times never enter the metrics: those stay byte-identical across runs
+    assert "seconds" not in (out / "metrics.jsonl").read_text()
+
+
+def test_ddp_under_accelerate_launch_matches_one_process(tmp_path, tiny_model_dir, train_file):
+    """Two processes (torch.distributed's launcher through ``accelerate launch --multi_gpu``;
+    without a GPU the trainer's Accelerator runs DDP over gloo on CPU), each with half the prompts, micro-batches of 3: the
+    same update as one process over the whole mini-batch. Near-greedy rollouts make the
+    samples independent of how prompts are split; the entropy bonus gives the gradient
+    (identical responses in a group have zero GRPO advantage), normalised over the
+    tokens of both processes."""
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.fail("accelerate is a dependency of the pipeline; its launcher is missing")
+    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, temperature=1e-6)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(train_args(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": None}}, one)) == 0
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    ddp_spec = {**spec, "training": {**spec["training"], "micro_batch_size": 3}}
+    proc = subprocess.run(
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "pipeline", *train_args(tiny_model_dir, train_file, ddp_spec, two), "--threads", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = load_file(Path(tiny_model_dir) / "model.safetensors")
+    moved = max_diff(weights(one), base)
+    assert moved > 1e-5
+    assert max_diff(weights(one), weights(two)) < 1e-3 * moved
+    a = json.loads((one / "metrics.jsonl").read_text().splitlines()[0])
+    b = json.loads((two / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("reward", "accuracy", "entropy", "rollout_entropy", "reg_term", "grad_norm"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4), key
+    assert (two / "snapshots").exists() is False  # no --snapshot-dir given
+    assert json.loads((two / "ckpt" / "timings.jsonl").read_text().splitlines()[0])["processes"] == 2
+
+
+def test_uneven_split_over_processes_is_refused(tmp_path, tiny_model_dir, train_file, monkeypatch, capsys):
+    from pipeline.rl import distributed
+
+    class TwoProcesses(distributed.Processes):
+        def __init__(self, precision="fp32"):
+            super().__init__(precision)
+            self.world, self.distributed = 2, True
+
+    monkeypatch.setattr("pipeline.rl.trainer.Processes", TwoProcesses)
+    spec = spec_of("grpo", prompts_per_rollout=6, minibatch_prompts=3)
+    assert main(train_args(tiny_model_dir, train_file, spec, tmp_path / "x")) == 2
+    assert "multiples of the number of processes (2)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- vLLM rollouts
+
+
+def test_vllm_rollouts_sync_the_policy_weights_before_each_rollout(tmp_path, tiny_model_dir, train_file, monkeypatch):
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
+    module = fake_vllm.make_module(token_id_mod=vocab)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    out = tmp_path / "vllm"
+    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, rollouts=3, rollout_backend="vllm", vllm_gpu_memory_utilization=0.4,
+                   prompts_per_rollout=4, minibatch_prompts=2, snapshot_every=1)
+    assert main(train_args(tiny_model_dir, train_file, spec, out, "--snapshot-dir", str(out / "snapshots"))) == 0
+    # one engine for the whole run, built from the base model
+    assert len(module.constructions) == 1
+    engine = module.constructions[0]
+    assert engine["model"] == str(tiny_model_dir) and engine["gpu_memory_utilization"] == 0.4
+    assert engine["enable_prefix_caching"] is True and engine["trust_remote_code"] is False
+    # three rollouts of 4 prompts x 4 samples, as token ids, with the training protocol
+    assert len(module.generate_calls) == 3
+    _, prompts, params, _ = module.generate_calls[0]
+    assert len(prompts) == 4 and all(set(p) == {"prompt_token_ids"} for p in prompts)
+    assert (params["n"], params["temperature"], params["top_p"], params["max_tokens"]) == (4, 1.0, 1.0, 16)
+    assert len({call[2]["seed"] for call in module.generate_calls}) == 3  # a fresh seed per rollout
+    # before rollouts 2 and 3 the engine gets exactly the policy of that moment (the
+    # snapshots after rollouts 1 and 2), and drops its prefix cache
+    assert len(module.weight_loads) == 2 and module.prefix_cache_resets == [0, 0]
+    for (_, loaded), after in zip(module.weight_loads, ["rollout-0001", "rollout-0002"]):
+        policy = load_file(out / "snapshots" / after / "model.safetensors")
+        assert max_diff({k: loaded[k] for k in policy}, policy) == 0
+    base = load_file(Path(tiny_model_dir) / "model.safetensors")
+    assert max_diff({k: module.weight_loads[0][1][k] for k in base}, base) > 0
