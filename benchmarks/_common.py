@@ -116,6 +116,8 @@ def median(values: Iterable[float]) -> float:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
     if isinstance(value, float):
         if value != value:  # nan
             return "—"

@@ -2,7 +2,8 @@
 
     python benchmarks/workflow_overhead.py [--repeats 3] [--cores 2]
 
-(a) No-op run. The repository (tracked and untracked-but-not-ignored files), the finished
+(a) No-op run. The repository (the committed HEAD, or with ``--tree worktree`` the working
+tree's tracked and untracked-but-not-ignored files), the finished
 ``results/`` directory and Snakemake's ``.snakemake/metadata`` are copied, with their
 mtimes, into a temporary directory; the checkout's own ``results/`` is never touched.
 If the copy is not up to date (code or params changed since that run), ``snakemake
@@ -41,14 +42,19 @@ def repo_files(root: Path) -> list[str]:
     return [f for f in out.split("\0") if f]
 
 
-def copy_workspace(root: Path, dest: Path, results: Path | None) -> None:
-    """Working-tree files (mtimes kept), plus results/ and .snakemake/metadata when given."""
-    for rel in repo_files(root):
-        src = root / rel
-        if not src.is_file():  # deleted in the working tree
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / rel)
+def copy_workspace(root: Path, dest: Path, results: Path | None, tree: str = "head") -> None:
+    """The committed tree (``head``) or the working tree's files (``worktree``: tracked and
+    untracked-but-not-ignored, mtimes kept), plus results/ and .snakemake/metadata when given."""
+    if tree == "head":
+        archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", "HEAD"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    else:
+        for rel in repo_files(root):
+            src = root / rel
+            if not src.is_file():  # deleted in the working tree
+                continue
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
     if results is not None:
         # The results of the default-run benchmark are a second results tree: not part of this run.
         ignore = shutil.ignore_patterns("default_run_results", ".*.tmp")
@@ -93,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-configs", default="configs/paper/*.yaml", help="glob, relative to the repository")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", default="2")
+    parser.add_argument("--tree", choices=("head", "worktree"), default="head",
+                        help="the workflow copied: the committed HEAD (default) or the working tree with uncommitted edits")
     parser.add_argument("--skip-noop", action="store_true", help="only the DAG construction part")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
     parser.add_argument("--out", default=None, help="JSON path (default results/benchmarks/workflow_overhead.json)")
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = _common.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="bench-workflow-"))
     report: dict = {"machine": machine, "settings": {"repeats": args.repeats, "cores": args.cores,
-                                                     "configfile": args.configfile, "paper_configs": args.paper_configs}}
+                                                     "configfile": args.configfile, "paper_configs": args.paper_configs,
+                                                     "tree": args.tree}}
     try:
         work = tmp / "repo"
         work.mkdir()
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if noop_results is not None and not (noop_results / "REPORT.md").exists():
             raise SystemExit(f"{noop_results} does not hold a finished run (no REPORT.md); run snakemake first or pass --skip-noop")
         t0 = time.perf_counter()
-        copy_workspace(ROOT, work, noop_results)
+        copy_workspace(ROOT, work, noop_results, args.tree)
         print(f"copied the workspace to {work} in {time.perf_counter() - t0:.1f} s", flush=True)
         import_s = [timed([sys.executable, "-c", "import snakemake.cli"], work) for _ in range(args.repeats)]
 
@@ -126,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                 touched = True
                 _, proc = snakemake(work, "--configfile", args.configfile, "-n", "--quiet", "rules")
                 if planned_jobs(proc):
-                    raise SystemExit(f"still not up to date after --touch:\n{proc.stdout[-2000:]}")
+                    raise SystemExit(
+                        "still not up to date after --touch: the workflow has outputs the results directory lacks "
+                        f"(rules added since that run?); run snakemake first, or use --skip-noop\n{proc.stdout[-2000:]}")
             noop = []
             for _ in range(args.repeats):
                 seconds, proc = snakemake(work, "--configfile", args.configfile, "--cores", args.cores)
