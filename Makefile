@@ -66,7 +66,7 @@ test-slurm: install
 	$(BIN)/python -m pytest -m slurm
 
 # Benchmarks (README "Benchmarks"): each prints a table and writes results/benchmarks/<name>.json.
-# `make bench` runs the quick ones (~10 min on 2 cores); the default-run benchmark (~25 min,
+# `make bench` runs the quick ones (8-10 min on 2 cores); the default-run benchmark (~25 min,
 # a whole reproduction from scratch) only runs on request: make bench-default-run.
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -c constraints-cpu.txt -e '.[test,bench]'
