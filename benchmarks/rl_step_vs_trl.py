@@ -107,6 +107,10 @@ def our_spec(args) -> dict:
         minibatch_prompts=args.prompts // args.updates, max_new_tokens=args.max_new_tokens,
         lr=args.lr, temperature=1.0, top_p=1.0, epochs=1, weight_decay=0.0, grad_clip=1.0,
     )
+    # Matched with TRL's side: fp32, no gradient checkpointing (where the trainer has these settings).
+    for key, value in (("precision", "fp32"), ("gradient_checkpointing", False)):
+        if key in spec["training"]:
+            spec["training"][key] = value
     assert spec["loss"]["aggregation"] == "token-mean" and spec["regularizer"]["name"] == "none"
     assert spec["shaping"]["name"] == "none" and spec["estimator"]["name"] == "grpo"
     return spec
