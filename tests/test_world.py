@@ -51,3 +51,28 @@ def test_generation_is_deterministic_distinct_and_excludes():
     assert len({p.problem for p in a}) == 50
     c = generate_problems(3, [2, 3], 50, "s", exclude={p.problem for p in a[:10]})
     assert not {p.problem for p in c} & {p.problem for p in a[:10]}
+
+
+def test_sft_micro_batches_take_the_step_of_one_pass(tiny_model_dir):
+    """Length-sorted micro-batches with accumulated gradients: the same SFT step as one
+    padded pass over the batch (the loss is normalised over the whole batch's targets)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.toy.build import sft, sft_examples
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = generate_problems(0, [1, 3, 5], 24, "sft")
+    examples = sft_examples(tok, "{problem}\n", problems, random.Random(0), {"slip_prob": 0.3, "check_prob": 0.3})
+    assert len({len(ids) for ids, _ in examples}) > 5  # lengths vary: micro-batches differ in width
+    cfg = {"seed": 0, "lr": 1e-3, "weight_decay": 0.0, "steps": 2, "warmup_steps": 1, "batch_size": 12}
+    runs = {}
+    for micro in (12, 5):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        history = sft(model, examples, {**cfg, "micro_batch_size": micro}, tok.pad_token_id, progress=False)
+        runs[micro] = (history, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    moved = max(float((runs[12][1][k] - base[k]).abs().max()) for k in base)
+    diff = max(float((runs[12][1][k] - runs[5][1][k]).abs().max()) for k in base)
+    assert moved > 1e-4 and diff < 1e-3 * moved
+    assert runs[5][0][0]["loss"] == pytest.approx(runs[12][0][0]["loss"], rel=1e-5)

@@ -77,6 +77,7 @@ def sft(model, examples, cfg: dict, pad_id: int, progress: bool) -> list[dict]:
     rng = random.Random(cfg["seed"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98))
     steps, warmup = cfg["steps"], cfg["warmup_steps"]
+    micro = cfg.get("micro_batch_size", 16)
 
     def lr_at(step: int) -> float:  # linear warm-up then cosine decay to 10%
         if step < warmup:
@@ -93,12 +94,24 @@ def sft(model, examples, cfg: dict, pad_id: int, progress: bool) -> list[dict]:
             order += rng.sample(range(len(examples)), len(examples))
         batch = [examples[i] for i in order[: cfg["batch_size"]]]
         del order[: cfg["batch_size"]]
-        input_ids, attention, labels = collate(batch, pad_id)
-        # Right padding: causal attention is exact for every real token, and without a
-        # padding mask SDPA runs its fused causal kernel (several times faster on CPU).
-        loss = model(input_ids=input_ids, labels=labels).loss
+        # Length-sorted micro-batches, gradients accumulated: traces of 1 to 5 steps padded
+        # to the batch's longest cost about twice the compute. The loss is the mean over
+        # the whole batch's answer tokens, as in one pass.
+        batch.sort(key=lambda example: len(example[0]))
+        n_targets = sum(len(ids) - n_prompt for ids, n_prompt in batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum = 0.0
+        for start in range(0, len(batch), micro):
+            input_ids, attention, labels = collate(batch[start : start + micro], pad_id)
+            # Right padding: causal attention is exact for every real token, and without a
+            # padding mask SDPA runs its fused causal kernel (several times faster on CPU).
+            logits = model(input_ids=input_ids).logits[:, :-1]
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+            ) / n_targets
+            loss.backward()
+            loss_sum += loss.item()
+        loss = torch.tensor(loss_sum)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
