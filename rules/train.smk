@@ -22,6 +22,7 @@ rule train:
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
         # several GPUs: one process per GPU through `accelerate launch` (pipeline/rl/distributed.py)
         launcher=trainer_launcher(),
+        sharding=f"--sharding {config['distributed']['sharding']}",
         code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "prompts.py", "models.py", "data/schema.py", "eval/grading.py"),
     threads: config["threads"]["train"]
     resources:
@@ -38,4 +39,4 @@ rule train:
         "{params.launcher} train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
         " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
-        " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.trust} --threads {threads} 2> {log:q}"
+        " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.sharding} {params.trust} --threads {threads} 2> {log:q}"

@@ -138,45 +138,70 @@ def test_snapshots_and_timings(tmp_path, tiny_model_dir, train_file):
     assert "seconds" not in (out / "metrics.jsonl").read_text()
 
 
-def test_ddp_under_accelerate_launch_matches_one_process(tmp_path, tiny_model_dir, train_file):
-    """Two processes (torch.distributed's launcher through ``accelerate launch --multi_gpu``;
-    without a GPU the trainer's Accelerator runs DDP over gloo on CPU), each with half the prompts, micro-batches of 3: the
-    same update as one process over the whole mini-batch. Near-greedy rollouts make the
-    samples independent of how prompts are split; the entropy bonus gives the gradient
-    (identical responses in a group have zero GRPO advantage), normalised over the
-    tokens of both processes."""
-    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
-        pytest.fail("accelerate is a dependency of the pipeline; its launcher is missing")
-    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, temperature=1e-6)
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(train_args(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": None}}, one)) == 0
+def launch_two(model_dir, train_file, spec, out: Path, *extra) -> None:
+    """The trainer in 2 processes through ``accelerate launch --multi_gpu`` (torch's launcher;
+    without CUDA the trainer's Accelerator joins them over gloo on CPU)."""
     launcher = str(Path(sys.executable).parent / "accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    ddp_spec = {**spec, "training": {**spec["training"], "micro_batch_size": 3}}
     proc = subprocess.run(
         [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "pipeline", *train_args(tiny_model_dir, train_file, ddp_spec, two), "--threads", "1"],
+         "--dynamo_backend", "no", "-m", "pipeline", *train_args(model_dir, train_file, spec, out), "--threads", "1", *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_under_accelerate_launch_match_one_process(tmp_path, tiny_model_dir, train_file, sharding):
+    """Two processes, each with half the prompts and micro-batches of 3, replicated (DDP)
+    or sharded (FSDP): the same update as one process over the whole mini-batch.
+    Near-greedy rollouts make the samples independent of how prompts are split; the
+    entropy bonus gives the gradient (identical responses in a group have zero GRPO
+    advantage), normalised over the tokens of both processes."""
+    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, temperature=1e-6, rollouts=2, snapshot_every=1)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(train_args(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": None}}, one)) == 0
+    launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": 3}}, two,
+               "--sharding", sharding, "--snapshot-dir", str(two / "snapshots"))
     base = load_file(Path(tiny_model_dir) / "model.safetensors")
     moved = max_diff(weights(one), base)
     assert moved > 1e-5
     assert max_diff(weights(one), weights(two)) < 1e-3 * moved
-    a = json.loads((one / "metrics.jsonl").read_text().splitlines()[0])
-    b = json.loads((two / "metrics.jsonl").read_text().splitlines()[0])
-    for key in ("reward", "accuracy", "entropy", "rollout_entropy", "reg_term", "grad_norm"):
-        assert b[key] == pytest.approx(a[key], rel=1e-4), key
-    assert (two / "snapshots").exists() is False  # no --snapshot-dir given
+    # the policy after rollout 1 (gathered from the shards under FSDP) was the one sampled from in rollout 2
+    assert max_diff(load_file(one / "ckpt" / "snapshots" / "rollout-0001" / "model.safetensors"),
+                    load_file(two / "snapshots" / "rollout-0001" / "model.safetensors")) < 1e-3 * moved
+    a = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        for key in ("reward", "accuracy", "entropy", "rollout_entropy", "reg_term", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4), key
+    state = torch.load(sorted((two / "ckpt").glob("step-*"))[-1] / "state.pt", weights_only=True)
+    assert state["sharding"] == sharding and set(base) <= set(state["policy"])  # full, unsharded weights
     assert json.loads((two / "ckpt" / "timings.jsonl").read_text().splitlines()[0])["processes"] == 2
+
+
+def test_fsdp_resume_restores_the_sharded_optimizer_state(tmp_path, tiny_model_dir, train_file):
+    """A 2-process FSDP run stopped after rollout 1 and resumed gives the uninterrupted
+    run's result: the AdamW moments were gathered into the checkpoint and re-sharded."""
+    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, temperature=1e-6)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "rollouts": 3}}, full, "--sharding", "fsdp")
+    launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "rollouts": 2}}, resumed, "--sharding", "fsdp")
+    launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "rollouts": 3}}, resumed, "--sharding", "fsdp")
+    assert max_diff(weights(full), weights(resumed)) < 1e-6
+    assert (full / "metrics.jsonl").read_text() == (resumed / "metrics.jsonl").read_text()
+    # resuming that checkpoint without sharding is refused by name
+    rc = main(train_args(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "rollouts": 4}}, resumed))
+    assert rc == 2
 
 
 def test_uneven_split_over_processes_is_refused(tmp_path, tiny_model_dir, train_file, monkeypatch, capsys):
     from pipeline.rl import distributed
 
     class TwoProcesses(distributed.Processes):
-        def __init__(self, precision="fp32"):
-            super().__init__(precision)
+        def __init__(self, precision="fp32", sharding="ddp"):
+            super().__init__(precision, sharding)
             self.world, self.distributed = 2, True
 
     monkeypatch.setattr("pipeline.rl.trainer.Processes", TwoProcesses)

@@ -46,12 +46,16 @@ def test_prepare_hub_data_on_local_mirrors_reports_overlap(tmp_path):
 def test_paper_config_dry_run_lists_the_job_graph_with_gpus(config, tmp_path):
     cfg = yaml.safe_load(config.read_text())
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
          "--configfile", str(config), "--cores", "64"],
         capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
+    # training runs one process per GPU through accelerate, sharded, bf16, vLLM rollouts
+    launch = f"accelerate launch --config_file {cfg['distributed']['accelerate_config']} --num_processes {cfg['resources']['train']['gpu']} -m pipeline train"
+    assert out.count(launch) == len(cfg["methods"]) * len(cfg["seeds"])
+    assert "--sharding fsdp" in out and '"precision":"bf16"' in out and '"rollout_backend":"vllm"' in out
     n_runs = len(cfg["methods"]) * len(cfg["seeds"])
     n_suites = len(cfg["suites"])
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))

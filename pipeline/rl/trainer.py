@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -494,6 +495,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=10, help="rollouts between checkpoints")
     parser.add_argument("--keep-checkpoints", type=int, default=2)
     parser.add_argument(
+        "--sharding", choices=("ddp", "fsdp"), default="ddp",
+        help="with several processes: replicate the model (ddp) or shard it (fsdp, torch's fully_shard)",
+    )
+    parser.add_argument(
         "--snapshot-dir", default=None,
         help="where the policy snapshots (training.snapshot_every) are published at the end",
     )
@@ -520,7 +525,10 @@ def run(args: argparse.Namespace) -> int:
     # Keys a spec written before they existed lacks take the schema's defaults.
     cfg = spec["training"] = {**training_defaults(), **spec["training"]}
     seed, G = args.seed, cfg["group_size"]
-    procs = Processes(cfg["precision"])
+    try:
+        procs = Processes(cfg["precision"], args.sharding)
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
     W, rank = procs.world, procs.rank
     n_prompts, mb_prompts, epochs = cfg["prompts_per_rollout"], cfg["minibatch_prompts"], cfg["epochs"]
     if n_prompts % W or mb_prompts % W:
@@ -536,7 +544,6 @@ def run(args: argparse.Namespace) -> int:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy.to(procs.device)
     policy.train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     est, shp, pol, reg = spec["estimator"], spec["shaping"], spec["loss"], spec["regularizer"]
     estimator_params = registry.params_of(est)
     shaping = registry.SHAPINGS[shp["name"]]
@@ -549,7 +556,6 @@ def run(args: argparse.Namespace) -> int:
     critic_warmup = 0
     if est["name"] == "gae":
         critic = ValueModel(args.base_model, trust_remote_code=args.trust_remote_code).to(procs.device)
-        critic_opt = torch.optim.AdamW(critic.parameters(), lr=est["critic_lr"])
         critic_warmup = est["critic_warmup_rollouts"]
         # GAE and whitening take gamma/lam/whiten; the rest are critic settings.
         estimator_params = {k: estimator_params[k] for k in ("gamma", "lam", "whiten")}
@@ -578,25 +584,48 @@ def run(args: argparse.Namespace) -> int:
         if not procs.is_main and name[0] is not None:
             path = ckpt_dir / name[0]
             ckpt = Checkpoint(path, torch.load(path / "state.pt", map_location="cpu", weights_only=True), "")
-    if ckpt is not None:
-        state = ckpt.state
+    state = ckpt.state if ckpt is not None else None
+    if state is not None:
         if state.get("partial") is not None and procs.distributed:
             raise PipelineError(f"checkpoint {ckpt.path} was written mid-rollout by a single process; resume it with one process")
+        if state.get("sharding", "ddp") != ("fsdp" if procs.sharded else "ddp"):
+            raise PipelineError(
+                f"checkpoint {ckpt.path} holds {'sharded' if state.get('sharding') == 'fsdp' else 'unsharded'} optimizer "
+                "state: resume it with the sharding it was written with (--sharding)"
+            )
         policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        regularizer.load_state_dict(state["regularizer"])
         if critic is not None:
             critic.load_state_dict(state["critic"])
-            critic_opt.load_state_dict(state["critic_optimizer"])
+    # A full (unsharded) copy of the policy for rollouts and saving, when the trained one is sharded.
+    full_policy = copy.deepcopy(policy) if procs.sharded else None
+    # Optimizers are built on the wrapped (possibly sharded) parameters.
+    policy = procs.wrap_model(policy)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if critic is not None:
+        critic = procs.wrap_model(critic)
+        critic_opt = torch.optim.AdamW(critic.parameters(), lr=est["critic_lr"])
+    if state is not None:
+        procs.load_optimizer_state_dict(policy, optimizer, state["optimizer"])
+        if critic is not None:
+            procs.load_optimizer_state_dict(critic, critic_opt, state["critic_optimizer"])
+        regularizer.load_state_dict(state["regularizer"])
         _set_rng_state(state["rng"])
         start_rollout, update, partial = state["rollout"], state["update"], state["partial"]
         metrics_lines = ckpt.metrics.splitlines(keepends=True)
         log.info("resuming from checkpoint %s (rollout %d, update %d)", ckpt.path.name, start_rollout, update)
+    optimizer = procs.wrap_optimizer(optimizer)
     if critic is not None:
-        policy, optimizer, critic, critic_opt = procs.prepare(policy, optimizer, critic, critic_opt)
-    else:
-        policy, optimizer = procs.prepare(policy, optimizer)
-    bare_policy = procs.unwrap(policy)
+        critic_opt = procs.wrap_optimizer(critic_opt)
+    bare_policy = full_policy if full_policy is not None else procs.unwrap(policy)
+    full_policy_stale = False  # FSDP: the full copy lags the sharded policy after an update
+
+    def full_weights() -> nn.Module:
+        """The policy with its current full weights (gathered from the shards under FSDP; a collective)."""
+        nonlocal full_policy_stale
+        if full_policy is not None and full_policy_stale:
+            full_policy.load_state_dict(procs.full_state_dict(policy, everywhere=True))
+            full_policy_stale = False
+        return bare_policy
 
     # ---- rollout engine: HF sampling from the policy itself, or a colocated vLLM engine
     if cfg["rollout_backend"] == "vllm":
@@ -609,6 +638,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         engine = HFSampler(bare_policy, tokenizer, batch_size=cfg["rollout_batch_size"])
     engine_stale = ckpt is not None  # a resumed policy differs from the weights vLLM loaded
+    full_policy_stale = ckpt is not None
 
     # The live log holds exactly the records of the updates the checkpoint contains.
     live_metrics = ckpt_dir / "metrics.jsonl"
@@ -622,11 +652,12 @@ def run(args: argparse.Namespace) -> int:
     def snapshot(rollouts_done: int, partial_state: dict | None = None) -> dict:
         state = {
             "format": CHECKPOINT_FORMAT, "run": this_run, "rollout": rollouts_done, "update": update,
-            "policy": procs.full_state_dict(policy), "optimizer": optimizer.state_dict(),
+            "policy": procs.full_state_dict(policy), "optimizer": procs.optimizer_state_dict(policy, optimizer),
             "regularizer": regularizer.state_dict(), "rng": _rng_state(), "partial": partial_state,
+            "sharding": "fsdp" if procs.sharded else "ddp",
         }
         if critic is not None:
-            state.update(critic=procs.full_state_dict(critic), critic_optimizer=critic_opt.state_dict())
+            state.update(critic=procs.full_state_dict(critic), critic_optimizer=procs.optimizer_state_dict(critic, critic_opt))
         return state
 
     def checkpoint(rollouts_done: int, partial_state: dict | None = None) -> None:
@@ -643,8 +674,9 @@ def run(args: argparse.Namespace) -> int:
         every = cfg["snapshot_every"]
         if not every or not (rollouts_done % every == 0 or rollouts_done == cfg["rollouts"]):
             return
+        model = full_weights()  # every process: a collective under FSDP
         if procs.is_main and not (snapshot_store / f"rollout-{rollouts_done:04d}" / "config.json").is_file():
-            save_model_atomically(bare_policy, tokenizer, snapshot_store / f"rollout-{rollouts_done:04d}")
+            save_model_atomically(model, tokenizer, snapshot_store / f"rollout-{rollouts_done:04d}")
         procs.barrier()
 
     def preempted_exit() -> int:
@@ -700,7 +732,9 @@ def run(args: argparse.Namespace) -> int:
                     sample_seconds = 0.0
                 else:
                     if engine_stale and cfg["rollout_backend"] == "vllm":
-                        engine.load_weights(procs.full_state_dict(policy))
+                        engine.load_weights(procs.full_state_dict(policy, everywhere=True))
+                    elif cfg["rollout_backend"] == "hf":
+                        full_weights()  # FSDP: the HF sampler's full copy gets the current weights
                     engine_stale = False
                     with term.interruptible():  # nothing below changes the run's state
                         # ---- 1-2. rollout: prompts in a seeded order, epoch by epoch, then grading;
@@ -804,9 +838,10 @@ def run(args: argparse.Namespace) -> int:
                             _finite("grad norm", grad_norm, where, f" (loss {record['loss']})")
                             optimizer.step()
                             optimizer.zero_grad(set_to_none=True)
-                            _finite_parameters("policy", policy, where)
+                            if not procs.sharded:  # shards differ per process: the global grad norm guards them
+                                _finite_parameters("policy", policy, where)
                             record["grad_norm"] = float(grad_norm)
-                            engine_stale = True
+                            engine_stale = full_policy_stale = True
                         if critic is not None:
                             v_acc = _MicroStats()
                             for m, mrows in enumerate(micros):
@@ -829,7 +864,8 @@ def run(args: argparse.Namespace) -> int:
                             _finite("critic grad norm", v_grad, where)
                             critic_opt.step()
                             critic_opt.zero_grad(set_to_none=True)
-                            _finite_parameters("critic", critic, where)
+                            if not procs.sharded:
+                                _finite_parameters("critic", critic, where)
                             v_mean = v_acc.reduce(procs)
                             record.update(v_mean["stats"])
                             record["value_loss"] = v_mean["pg_loss"]
@@ -882,8 +918,9 @@ def run(args: argparse.Namespace) -> int:
         raise PipelineError(f"{err}; stopping ({kept})") from None
 
     log.info("trained %s seed %d: %d updates in %.1fs", spec["name"], seed, update, time.time() - t_start)
+    final = full_weights()
     if procs.is_main:
-        save_model_atomically(bare_policy, tokenizer, args.out_model)
+        save_model_atomically(final, tokenizer, args.out_model)
         io.write_text(args.metrics, "".join(metrics_lines))
         if args.snapshot_dir:
             publish_snapshots(snapshot_store, Path(args.snapshot_dir))
