@@ -28,6 +28,7 @@ include: "rules/data.smk"
 include: "rules/base_model.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/analyze.smk"
 include: "rules/report.smk"
 
 
@@ -39,3 +40,4 @@ rule all:
         rules.paired_bootstrap.output,
         rules.crossing.output,
         rules.report_md.output,
+        EXPLORATION_OUTPUTS,

@@ -27,6 +27,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "compare": ("pipeline.report.compare", "Paired bootstrap of each method against its baseline (comparisons.{md,csv,tex})."),
     "crossing": ("pipeline.report.crossing", "Base-vs-RL crossing point K* of the Pass@k curves (crossing.{md,csv})."),
     "report": ("pipeline.report.report", "Assemble REPORT.md from the tables, analyses and figures."),
+    "token-entropy": ("pipeline.analysis.token_entropy", "Per-token entropies of stored samples (teacher-forced pass of their model)."),
+    "analyze": ("pipeline.analysis.stage", "Exploration analysis: pivotal tokens, reflective actions, rare sentences (tables, figures)."),
+    "analyze-checkpoints": ("pipeline.analysis.checkpoints", "Fig. 8 quantities across one run's training snapshots."),
 }
 
 

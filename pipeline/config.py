@@ -102,6 +102,14 @@ def check_config(config: dict) -> dict:
     if arch["hidden_size"] % arch["num_heads"]:
         raise ConfigError("config key 'base_model.architecture.num_heads': must divide hidden_size")
     _check_paths(config)
+    from pipeline.analysis.settings import check_analysis_config  # after the schema filled its defaults
+
+    try:
+        check_analysis_config(config)
+    except ConfigError:
+        raise
+    except PipelineError as err:
+        raise ConfigError(str(err)) from None
     return config
 
 

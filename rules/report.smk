@@ -195,6 +195,8 @@ rule report_md:
         comparisons=rules.paired_bootstrap.output.md,
         crossing=rules.crossing.output.md,
         figures=rules.figures.output,
+        exploration=EXPLORATION_MD,
+        exploration_figures=EXPLORATION_FIGURES,
     output:
         md=report(
             f"{RESULTS}/REPORT.md",
@@ -221,4 +223,5 @@ rule report_md:
     shell:
         "python -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
         " --crossing {input.crossing:q} --figures {input.figures:q} --config {params.config:q}"
-        " {params.paper_context} --out {output.md:q} 2> {log:q}"
+        " {params.paper_context} --exploration-tables {input.exploration:q}"
+        " --exploration-figures {input.exploration_figures:q} --out {output.md:q} 2> {log:q}"

@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON: run_name, world, methods, baselines, seeds, suites {name: {k, n_samples, problems}}")
     parser.add_argument("--paper-context", nargs="*", default=[], metavar="NAME:MODEL",
                         help="reported numbers to list for context, e.g. cheng2025_table2:Qwen2.5-7B")
+    parser.add_argument("--exploration-tables", nargs="*", default=[], type=Path,
+                        help="exploration_*.md tables from 'analyze' (summary first)")
+    parser.add_argument("--exploration-figures", nargs="*", default=[], type=Path,
+                        help="exploration_*.png figures from 'analyze'")
     parser.add_argument("--out", required=True, type=Path, help="REPORT.md to write")
 
 
@@ -200,6 +204,49 @@ def paper_context_section(specs: list[str]) -> str:
     return "\n".join(lines)
 
 
+EXPLORATION_FIGURES = {
+    "exploration_entropy": (
+        "Where the entropy sits (Cheng et al. 2025, Fig. 2 analogue)",
+        "Mean token entropy of each pivotal-token category vs all other tokens, reflective vs other segments, rare vs "
+        "other RL sentences; one bar per model, 95% bootstrap CIs over responses.",
+    ),
+    "exploration_embeddings": (
+        "Sentence embeddings (Fig. 3 analogue)",
+        "2-D PCA of the distinct sentences of the base model (grey) and of each RL model (blue); red: RL sentences "
+        "labelled rare (farthest from their k nearest base-model sentences).",
+    ),
+    "exploration_checkpoints": (
+        "Across training snapshots (Fig. 8 analogue)",
+        "Pivotal tokens and reflective actions per response, their entropy, response length, n-gram repetition rate, "
+        "mean token entropy and accuracy on fixed problems, per training snapshot; mean over seeds, band = min–max.",
+    ),
+}
+EXPLORATION_ORDER = ("summary", "pivotal", "reflective", "rare", "checkpoints")
+
+
+def exploration_section(tables: list[Path], figures: list[Path], out: Path) -> str:
+    """Tables (their own ``###`` titles and notes kept) and figures of the exploration analysis."""
+    lines = ["## Exploration analysis (Cheng et al. 2025 §2, Fig. 2, 3, 8)", "",
+             "*Where the policy's entropy sits in its responses: per-token entropies of the stored samples recomputed by "
+             "the model that wrote them, pivotal-word categories, reflective segments and rare sentences (SPEC §9). "
+             "Sources: `exploration_*.md` (also `.csv`).*", ""]
+
+    def rank(path: Path) -> int:
+        name = Path(path).stem.removeprefix("exploration_")
+        return EXPLORATION_ORDER.index(name) if name in EXPLORATION_ORDER else len(EXPLORATION_ORDER)
+
+    for path in sorted(tables, key=rank):
+        lines += [_read(path, "exploration table").strip(), ""]
+    for fig in sorted(figures, key=lambda f: list(EXPLORATION_FIGURES).index(Path(f).stem)
+                      if Path(f).stem in EXPLORATION_FIGURES else len(EXPLORATION_FIGURES)):
+        title, caption = EXPLORATION_FIGURES.get(Path(fig).stem, (Path(fig).stem.replace("_", " ").capitalize(), ""))
+        lines += [f"### {title}", ""]
+        if caption:
+            lines += [f"*{caption}*", ""]
+        lines += [f"![{title}]({relative_link(fig, out)})", ""]
+    return "\n".join(lines)
+
+
 def build_report(
     *,
     tables: list[Path],
@@ -209,6 +256,8 @@ def build_report(
     cfg: dict,
     paper_context: list[str],
     out: Path,
+    exploration_tables: list[Path] | None = None,
+    exploration_figures: list[Path] | None = None,
 ) -> str:
     title = f"# Reproduction report: {cfg.get('run_name') or 'run'}"
     intro = (
@@ -240,6 +289,8 @@ def build_report(
         embed_markdown(_read(crossing, "crossing file")),
         figures_section(figures, out),
     ]
+    if exploration_tables or exploration_figures:
+        parts.append(exploration_section(list(exploration_tables or []), list(exploration_figures or []), out))
     if paper_context:
         parts.append(paper_context_section(paper_context))
     return "\n".join(parts).rstrip() + "\n"
@@ -247,7 +298,7 @@ def build_report(
 
 def run(args: argparse.Namespace) -> int:
     cfg = parse_config(args.config)
-    for fig in args.figures:
+    for fig in [*args.figures, *args.exploration_figures]:
         if not Path(fig).is_file():
             raise PipelineError(f"figure {fig} does not exist")
     text = build_report(
@@ -258,6 +309,8 @@ def run(args: argparse.Namespace) -> int:
         cfg=cfg,
         paper_context=list(args.paper_context),
         out=args.out,
+        exploration_tables=list(args.exploration_tables),
+        exploration_figures=list(args.exploration_figures),
     )
     write_text(args.out, text)
     logger.info("report: wrote %s (%d tables, %d figures)", args.out, len(args.tables), len(args.figures))

@@ -1,0 +1,138 @@
+"""The ``analysis:`` config section: defaults (from the config schema), compiled patterns, checks.
+
+Import-light (no torch, no pandas): the Snakefile's config check calls
+:func:`check_analysis_config` before any job starts, so a bad regex or an unknown method
+stops the run with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+
+def schema_defaults() -> dict:
+    """The ``analysis`` section with every default filled in (the schema is the one source)."""
+    return fill_defaults({})
+
+
+def fill_defaults(section: dict | None) -> dict:
+    """A copy of ``section`` validated against the schema's ``analysis`` entry, defaults filled."""
+    from jsonschema import Draft202012Validator
+
+    from pipeline.config import ConfigError, _describe, _with_defaults, load_schema
+
+    schema = load_schema()
+    sub = {**schema["properties"]["analysis"], "$defs": schema.get("$defs", {})}
+    section = copy.deepcopy(section or {})
+    errors = list(_with_defaults(Draft202012Validator)(sub).iter_errors(section))
+    if errors:
+        err = max(errors, key=lambda e: len(e.absolute_path))
+        raise ConfigError(_describe(err).replace("config key '", "config key 'analysis.", 1).replace(".(top level)", ""))
+    return section
+
+
+def term_pattern(term: str) -> str:
+    """A regex for one word-list entry: whole words where the term starts/ends with a word
+    character (``so`` never matches inside ``also``), the literal text otherwise (``+``)."""
+    if not term:
+        raise ValueError("empty term")
+    body = re.escape(term)
+    if re.match(r"\w", term[0]):
+        body = r"(?<!\w)" + body
+    if re.match(r"\w", term[-1]):
+        body = body + r"(?!\w)"
+    return body
+
+
+def _compile(pattern: str, key: str, flags: int) -> re.Pattern:
+    try:
+        return re.compile(pattern, flags)
+    except re.error as err:
+        raise PipelineError(f"config key '{key}': invalid regular expression {pattern!r} ({err})") from None
+
+
+@dataclass(frozen=True)
+class Patterns:
+    """The compiled text patterns of an analysis: categories, segmentation, reflection."""
+
+    categories: dict[str, re.Pattern]  # category -> alternation of its terms
+    segment: re.Pattern  # separator between sentences / steps
+    reflective: dict[str, re.Pattern]  # name -> pattern searched in a segment
+    word_entropy: str  # "first" (the word's first token) or "mean" (all its tokens)
+    pivotal: tuple[str, ...] = ()  # the categories counted together as "pivotal" (counts, Fig. 8)
+
+
+def compile_patterns(cfg: dict) -> Patterns:
+    flags = 0 if cfg.get("case_sensitive", False) else re.IGNORECASE
+    categories = {}
+    for name, terms in cfg["categories"].items():
+        if not terms:
+            raise PipelineError(f"config key 'analysis.categories.{name}': needs at least one term")
+        # Longest first, so that "double-check" wins over "check" at the same position.
+        alternation = "|".join(term_pattern(t) for t in sorted(set(terms), key=lambda t: (-len(t), t)))
+        categories[name] = _compile(alternation, f"analysis.categories.{name}", flags)
+    segment = _compile(cfg["segment_pattern"], "analysis.segment_pattern", 0)
+    if segment.search("") is not None:
+        raise PipelineError(f"config key 'analysis.segment_pattern': {cfg['segment_pattern']!r} matches the empty string")
+    reflective = {name: _compile(p, f"analysis.reflective_patterns.{name}", flags)
+                  for name, p in cfg["reflective_patterns"].items()}
+    pivotal = cfg.get("pivotal")
+    pivotal = tuple(categories) if pivotal is None else tuple(pivotal)
+    unknown = [c for c in pivotal if c not in categories]
+    if unknown:
+        raise PipelineError(f"config key 'analysis.pivotal': {unknown[0]!r} is not a category (known: {', '.join(categories)})")
+    return Patterns(categories, segment, reflective, cfg.get("word_entropy", "first"), pivotal)
+
+
+def analysed_runs(config: dict) -> list[str]:
+    """``<method>/seed<s>`` of every RL run the analysis covers (config already validated)."""
+    methods, seeds = analysed_pairs(config)
+    return [f"{m}/seed{s}" for m, s in zip(methods, seeds)]
+
+
+def analysed_pairs(config: dict) -> tuple[list[str], list[int]]:
+    """The analysed runs as parallel lists of methods and seeds (for ``expand(..., zip, ...)``)."""
+    cfg = config["analysis"]
+    methods = list(config["methods"]) if cfg["methods"] is None else cfg["methods"]
+    seeds = config["seeds"][:1] if cfg["seeds"] is None else cfg["seeds"]
+    return [m for m in methods for _ in seeds], [s for _ in methods for s in seeds]
+
+
+def analysis_suite(config: dict) -> str:
+    suite = config["analysis"]["suite"]
+    return next(iter(config["suites"])) if suite is None else suite
+
+
+def check_analysis_config(config: dict) -> None:
+    """Cross-field checks of ``analysis`` (after schema validation): known suite, methods and
+    seeds, compilable patterns. Raises PipelineError naming the key."""
+    cfg = config["analysis"]
+    for key in ("suite",):
+        if cfg[key] is not None and cfg[key] not in config["suites"]:
+            raise PipelineError(f"config key 'analysis.{key}': unknown suite {cfg[key]!r} (known: {', '.join(config['suites'])})")
+    ck = cfg["checkpoints"]["suite"]
+    if ck is not None and ck not in config["suites"]:
+        raise PipelineError(f"config key 'analysis.checkpoints.suite': unknown suite {ck!r} (known: {', '.join(config['suites'])})")
+    for m in cfg["methods"] or []:
+        if m not in config["methods"]:
+            raise PipelineError(f"config key 'analysis.methods': {m!r} is not a configured method (known: {', '.join(config['methods'])})")
+    for s in cfg["seeds"] or []:
+        if s not in config["seeds"]:
+            raise PipelineError(f"config key 'analysis.seeds': seed {s} is not in seeds {config['seeds']}")
+    compile_patterns(cfg)
+
+
+def slice_keys(cfg: dict, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: cfg[k] for k in keys}
+
+
+# What each job depends on (so that changing, e.g., a word list does not recompute entropies).
+TOKEN_KEYS = ("problems", "samples_per_problem", "seed", "temperature", "batch_size", "chunk_size")
+TEXT_KEYS = ("case_sensitive", "word_entropy", "categories", "pivotal", "segment_pattern", "reflective_patterns", "repetition")
+PASS_KEYS = ("seed", "temperature", "batch_size", "chunk_size")  # a model pass over drawn samples (checkpoints)
+STAGE_KEYS = ("seed", "bootstrap", "rarity")  # the analyze stage, besides TEXT_KEYS
