@@ -2,8 +2,8 @@
 # responses. Per-token entropies of stored samples recomputed by the model that produced
 # them (one job for all analysed models: a job's start-up costs more than a toy model's
 # pass), then pivotal-token categories, reflective segments and rare sentences (kNN to the
-# base model's), and the same quantities across training snapshots (Fig. 8) when the
-# train rule leaves snapshots (training.snapshot_every).
+# base model's), and the same quantities across training snapshots (Fig. 8) for the analysed
+# runs that keep snapshots (training.snapshot_every > 0).
 
 import shlex
 
@@ -24,8 +24,13 @@ ANALYSED_RUNS = analysed_runs(config)
 ANALYSED_MODELS = ["base"] + ANALYSED_RUNS
 ANALYSED_METHODS, ANALYSED_SEEDS = analysed_pairs(config)
 CHECKPOINT_SUITE = ANALYSIS["checkpoints"]["suite"] or ANALYSIS_SUITE
-# The snapshots are an output of rule train once the trainer writes them.
-CHECKPOINT_ANALYSIS = bool(ANALYSIS["checkpoints"]["enabled"] and ANALYSED_RUNS and hasattr(rules.train.output, "snapshots"))
+# Snapshots: an output of rule train, filled when the run's training.snapshot_every > 0.
+CHECKPOINT_RUNS = [
+    (m, s)
+    for m, s in zip(ANALYSED_METHODS, ANALYSED_SEEDS)
+    if METHODS[m]["training"].get("snapshot_every", 0) > 0 and hasattr(rules.train.output, "snapshots")
+]
+CHECKPOINT_ANALYSIS = bool(ANALYSIS["checkpoints"]["enabled"] and CHECKPOINT_RUNS)
 ANALYSIS_DIR = f"{RESULTS}/analysis"
 ANALYSIS_CODE = (
     "analysis/__init__.py",
@@ -74,12 +79,12 @@ if CHECKPOINT_ANALYSIS:
 
     rule checkpoint_analysis:
         input:
-            snapshots=expand(rules.train.output.snapshots, zip, method=ANALYSED_METHODS, seed=ANALYSED_SEEDS),
+            snapshots=[rules.train.output.snapshots.format(method=m, seed=s) for m, s in CHECKPOINT_RUNS],
             problems=f"{RESULTS}/data/suites/{CHECKPOINT_SUITE}.parquet",
         output:
-            tables=[f"{ANALYSIS_DIR}/checkpoints/{r}.csv" for r in ANALYSED_RUNS],
+            tables=[f"{ANALYSIS_DIR}/checkpoints/{m}/seed{s}.csv" for m, s in CHECKPOINT_RUNS],
         params:
-            runs=ANALYSED_RUNS,
+            runs=[f"{m}/seed{s}" for m, s in CHECKPOINT_RUNS],
             cfg=as_json({**slice_keys(ANALYSIS, PASS_KEYS + TEXT_KEYS), "checkpoints": ANALYSIS["checkpoints"]}),
             sampling=as_json(config["sampling"]),
             template=lambda wc: config["prompt"]["template"],

@@ -179,19 +179,33 @@ def test_report_has_an_exploration_section(tmp_path):
     assert "](exploration_entropy.png)" in section
 
 
-def test_dry_run_lists_the_analysis_rules(tmp_path):
+def dry_run(config: Path, workdir: Path) -> tuple[str, dict]:
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(ROOT / "tests" / "data" / "micro_config.yaml")],
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(config)],
         capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    return out, dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+
+
+def test_dry_run_lists_the_analysis_rules(tmp_path):
+    import yaml
+
+    micro = ROOT / "tests" / "data" / "micro_config.yaml"
+    out, counts = dry_run(micro, tmp_path)
     assert counts["token_entropy"] == "1" and counts["exploration_analysis"] == "1"
     assert "results/tables/exploration_summary.md" in out and "results/figures/exploration_entropy.png" in out
-    # micro config: every method, the first seed, the first suite
+    # micro config: every method, the first seed, the first suite; no snapshots kept, no checkpoint analysis
     assert "--model-name base grpo/seed0 grpo_entropy_adv/seed0" in out
     assert "results/samples/base/micro-hard.parquet" in out
-    if "snapshots" in (ROOT / "rules" / "train.smk").read_text():
-        assert counts["checkpoint_analysis"] == "1" and "train/grpo/seed0/snapshots" in out
+    assert "checkpoint_analysis" not in counts
+    # snapshots kept by one analysed method: the checkpoint analysis covers that run
+    cfg = yaml.safe_load(micro.read_text())
+    cfg["methods"]["grpo"] = {"training": {"snapshot_every": 1}}
+    cfg["analysis"] = {"methods": ["grpo", "grpo_entropy_adv"]}
+    (tmp_path / "snap.yaml").write_text(yaml.safe_dump(cfg))
+    out, counts = dry_run(tmp_path / "snap.yaml", tmp_path)
+    assert counts["checkpoint_analysis"] == "1" and "--run grpo/seed0 --problems" in out
+    assert "results/tables/exploration_checkpoints.md" in out and "results/figures/exploration_checkpoints.png" in out

@@ -62,7 +62,8 @@ def list_snapshots(directory: str | Path) -> list[tuple[int, Path]]:
         if m and child.is_dir():
             found.append((int(m.group(1)), child))
     if not found:
-        raise PipelineError(f"snapshot directory {directory} holds no rollout-NNNN model directories")
+        raise PipelineError(f"snapshot directory {directory} holds no rollout-NNNN model directories "
+                            "(was the run trained with training.snapshot_every > 0?)")
     return sorted(found)
 
 

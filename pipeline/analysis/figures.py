@@ -37,8 +37,10 @@ def _save(fig, out) -> None:
     plt.close(fig)
 
 
-def _bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str], title: str, ylabel: str) -> None:
-    """Grouped bars: x = group, one bar per model; ``frame`` has model, group, mean, ci_lo, ci_hi."""
+def _bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str], title: str, ylabel: str,
+          colours: dict | None = None) -> None:
+    """Grouped bars: x = group, one bar per model; ``frame`` has model, group, mean, ci_lo, ci_hi.
+    ``colours``: model -> colour (one colour per model in every panel)."""
     width = 0.8 / max(1, len(models))
     x = np.arange(len(groups))
     for i, model in enumerate(models):
@@ -47,7 +49,7 @@ def _bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str], title: 
         lo = np.nan_to_num(means - sub["ci_lo"].to_numpy(dtype=float), nan=0.0)
         hi = np.nan_to_num(sub["ci_hi"].to_numpy(dtype=float) - means, nan=0.0)
         ax.bar(x + (i - (len(models) - 1) / 2) * width, np.nan_to_num(means), width, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
-               capsize=2, color=_colour(i), label=model)
+               capsize=2, color=(colours or {}).get(model, _colour(i)), label=model)
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=30, ha="right")
     ax.set_title(title)
@@ -78,9 +80,10 @@ def entropy_bars(pivotal: pd.DataFrame, reflective: pd.DataFrame, rare: pd.DataF
          "Rare sentences (RL vs base kNN)", "mean sentence entropy (nats)"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [max(2, len(panels[0][1])), 2, 2]})
+    colours = {m: _colour(i) for i, m in enumerate(models)}
     for ax, (frame, groups, title, ylabel) in zip(axes, panels):
         present = [m for m in models if m in set(frame["model"])]
-        _bars(ax, frame, groups, present, title, ylabel)
+        _bars(ax, frame, groups, present, title, ylabel, colours)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), bbox_to_anchor=(0.5, 1.08))

@@ -86,6 +86,9 @@ def compile_patterns(cfg: dict) -> Patterns:
     unknown = [c for c in pivotal if c not in categories]
     if unknown:
         raise PipelineError(f"config key 'analysis.pivotal': {unknown[0]!r} is not a category (known: {', '.join(categories)})")
+    # Tables and figures list the pivotal categories first (config slices reach the jobs as
+    # JSON with sorted keys, so the written order of the categories is not kept).
+    categories = {name: categories[name] for name in [*pivotal, *(c for c in categories if c not in pivotal)]}
     return Patterns(categories, segment, reflective, cfg.get("word_entropy", "first"), pivotal)
 
 
