@@ -83,8 +83,8 @@ def suites_data_slice():
 
 
 def trainer_launcher():
-    """How the train rule starts the trainer: one process, or resources.train.gpu processes
-    through `accelerate launch` with the configured accelerate config file."""
+    """The trainer's launcher (one process, or resources.train.gpu processes through
+    `accelerate launch` with the configured accelerate config file)."""
     launch_config = config["distributed"]["accelerate_config"]
     processes = config["resources"]["train"]["gpu"]
     if not launch_config or processes <= 1:
