@@ -136,6 +136,8 @@ def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
         "results/scores/base/micro-mixed.passk.json",
         "results/tables/main.md",
         "results/figures/training_dynamics.png",
+        "results/analysis/tokens/base.parquet",  # the exploration analysis (report stage)
+        "results/tables/exploration_summary.md",
     ):
         assert expected in tracked, sorted(tracked)
     assert not [p for p in tracked if "/checkpoints/" in p or p.endswith(".snakemake_timestamp")]
