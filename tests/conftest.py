@@ -22,3 +22,14 @@ def tiny_model_dir(tmp_path_factory):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory):
+    """A small RL training split (16 problems of difficulty 1-2) for the trainer tests."""
+    from pipeline.data.schema import problems_frame
+    from pipeline.toy.world import generate_problems
+
+    path = tmp_path_factory.mktemp("data") / "train.parquet"
+    problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
+    return path

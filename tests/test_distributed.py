@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,8 @@ from safetensors.torch import load_file
 
 from pipeline.cli import main
 from pipeline.config import method_specs
-from pipeline.data.schema import problems_frame
 from pipeline.rl.losses import AGGREGATIONS, aggregate, aggregation_units
 from pipeline.rl.trainer import micro_batches
-from pipeline.toy.world import generate_problems
 from tests import fake_vllm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,13 +26,6 @@ TRAINING = {
     "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "temperature": 1.0, "top_p": 1.0,
     "max_new_tokens": 16, "entropy_chunk_size": None,
 }
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "train.parquet"
-    problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
-    return path
 
 
 def spec_of(method, entry=None, **training):

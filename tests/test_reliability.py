@@ -50,13 +50,6 @@ def subprocess_env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def train_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "train.parquet"
-    problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def suite_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "suite.parquet"
     problems_frame(generate_problems(5, [1, 2], 10, "s")).to_parquet(path)

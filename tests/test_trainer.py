@@ -7,24 +7,15 @@ import torch
 
 from pipeline.cli import main
 from pipeline.config import method_specs
-from pipeline.data.schema import problems_frame
 from pipeline.models import load_model_and_tokenizer
 from pipeline.rl import registry
 from pipeline.rl.trainer import policy_logp_entropy
-from pipeline.toy.world import generate_problems
 
 TRAINING = {
     "rollouts": 2, "prompts_per_rollout": 4, "group_size": 4, "minibatch_prompts": 2, "epochs": 1,
     "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "temperature": 1.0, "top_p": 1.0,
     "max_new_tokens": 16, "entropy_chunk_size": None,
 }
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "train.parquet"
-    problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
-    return path
 
 
 def train(tmp_path, tiny_model_dir, train_file, method, entry=None, rollouts=2, tag="run", every=1):
