@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.schema import problems_frame
-from pipeline.toy.world import generate_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -27,13 +25,6 @@ def load(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def problems_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bench_data") / "problems.parquet"
-    problems_frame(generate_problems(0, [1, 2], 8, "t")).to_parquet(path)
-    return path
 
 
 def test_table_and_json_writing(tmp_path, capsys):
@@ -82,11 +73,11 @@ def test_workflow_overhead_parses_dry_runs():
     assert "benchmarks/workflow_overhead.py" in wo.repo_files(ROOT)
 
 
-def test_sampling_throughput_tiny(tmp_path, tiny_model_dir, problems_file):
+def test_sampling_throughput_tiny(tmp_path, tiny_model_dir, train_file):
     st = load("sampling_throughput")
     results = tmp_path / "results"
     (results / "data" / "suites").mkdir(parents=True)
-    (results / "data" / "suites" / "toy-amc.parquet").write_bytes(problems_file.read_bytes())
+    (results / "data" / "suites" / "toy-amc.parquet").write_bytes(train_file.read_bytes())
     out = tmp_path / "st.json"
     assert st.main(["--results-dir", str(results), "--model", str(tiny_model_dir), "--problems", "2", "--n", "2",
                     "--batch-size", "4", "--repeats", "1", "--passk-suites", "none", "--out", str(out)]) == 0
@@ -96,24 +87,24 @@ def test_sampling_throughput_tiny(tmp_path, tiny_model_dir, problems_file):
     assert ours["tokens_per_s"] > 0 and bare["tokens_per_s"] > 0 and data["ours_over_bare"] > 0
 
 
-def _rl_args(tmp_path, tiny_model_dir, problems_file, only):
-    return ["--base-model", str(tiny_model_dir), "--train-problems", str(problems_file), "--rounds", "1",
+def _rl_args(tmp_path, tiny_model_dir, train_file, only):
+    return ["--base-model", str(tiny_model_dir), "--train-problems", str(train_file), "--rounds", "1",
             "--steps", "1", "--prompts", "2", "--group", "2", "--updates", "1", "--max-new-tokens", "8",
             "--only", only, "--out", str(tmp_path / f"rl_{only}.json")]
 
 
-def test_rl_step_ours_tiny(tmp_path, tiny_model_dir, problems_file):
+def test_rl_step_ours_tiny(tmp_path, tiny_model_dir, train_file):
     rl = load("rl_step_vs_trl")
-    assert rl.main(_rl_args(tmp_path, tiny_model_dir, problems_file, "ours")) == 0
+    assert rl.main(_rl_args(tmp_path, tiny_model_dir, train_file, "ours")) == 0
     data = json.loads((tmp_path / "rl_ours.json").read_text())
     (row,) = data["summary"]
     assert row["steps"] == 1 and row["median_step_s"] > 0
 
 
-def test_rl_step_trl_tiny(tmp_path, tiny_model_dir, problems_file):
+def test_rl_step_trl_tiny(tmp_path, tiny_model_dir, train_file):
     pytest.importorskip("trl", reason="TRL comes with the bench extra only")
     rl = load("rl_step_vs_trl")
-    assert rl.main(_rl_args(tmp_path, tiny_model_dir, problems_file, "trl")) == 0
+    assert rl.main(_rl_args(tmp_path, tiny_model_dir, train_file, "trl")) == 0
     data = json.loads((tmp_path / "rl_trl.json").read_text())
     (row,) = data["summary"]
     assert row["steps"] == 1 and row["median_step_s"] > 0
