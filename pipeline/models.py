@@ -47,12 +47,19 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def load_model_and_tokenizer(path: str | Path, trust_remote_code: bool = False):
+def load_model_and_tokenizer(path: str | Path, trust_remote_code: bool = False, dtype=None):
     """``from_pretrained`` for both; remote code stays off unless the config opts in.
+
+    The weights are loaded as ``dtype``, **float32 unless asked otherwise** — never
+    transformers' default ``"auto"``, which keeps a checkpoint's saved dtype: a hub model
+    saved in bf16 would then train with bf16 master weights and bf16 AdamW moments, and
+    at lr 1e-6 almost every update rounds away. Training wants fp32 master weights (bf16
+    compute comes from autocast); a sampler on a GPU casts to bf16 itself.
 
     A directory that passes :func:`check_model_dir` but cannot be loaded (corrupt weights,
     a broken tokenizer file) gives a one-line PipelineError naming the directory.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = check_model_dir(path)
@@ -61,7 +68,9 @@ def load_model_and_tokenizer(path: str | Path, trust_remote_code: bool = False):
     except Exception as err:  # noqa: BLE001 - transformers raises many types for a bad directory
         raise PipelineError(f"model directory {path}: cannot load the tokenizer ({_first_line(err)})") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, dtype=torch.float32 if dtype is None else dtype
+        )
     except Exception as err:  # noqa: BLE001
         raise PipelineError(f"model directory {path}: cannot load the model ({_first_line(err)})") from None
     return model, tokenizer

@@ -146,7 +146,7 @@ def embed_minilm(model_dir: Path, sentences: Sequence[str], batch_size: int = 25
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModel.from_pretrained(model_dir)
+        model = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
     except Exception as err:  # noqa: BLE001 - one line naming the directory
         raise PipelineError(f"sentence-embedding model {model_dir} cannot be loaded ({str(err).splitlines()[0]})") from None
     model.eval()

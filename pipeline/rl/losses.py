@@ -394,7 +394,7 @@ def entropy_bonus(
     """
     h = entropy
     if weights is not None:
-        w = weights.detach().to(entropy.dtype)
+        w = weights.detach().to(device=entropy.device, dtype=entropy.dtype)
         h = entropy * w
         if h.shape != entropy.shape:
             raise ValueError(

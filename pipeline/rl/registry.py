@@ -160,7 +160,8 @@ class AdaptiveEntropy(NoRegularizer):
         return {"aer_lambda_mean": float(lam.mean()), "aer_lambda_frac": float((lam > 0).float().mean())}
 
     def term(self, entropy, mask, rows, aggregation, norm_length):
-        weights = self.response_weights[rows].to(entropy.dtype)[:, None]
+        # lambda(q) lives with the rollout on the CPU; the entropy on the model's device
+        weights = self.response_weights[rows.cpu()].to(device=entropy.device, dtype=entropy.dtype)[:, None]
         bonus = losses.entropy_bonus(entropy, mask, aggregation, weights=weights.expand_as(entropy), norm_length=norm_length)
         return self.controller.alpha * bonus
 

@@ -131,7 +131,8 @@ class ValueModel(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
-        self.backbone = AutoModel.from_pretrained(base_dir, trust_remote_code=trust_remote_code)
+        # fp32 master weights whatever the checkpoint's dtype (see models.load_model_and_tokenizer)
+        self.backbone = AutoModel.from_pretrained(base_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
         self.head = nn.Linear(self.backbone.config.hidden_size, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
