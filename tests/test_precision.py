@@ -109,3 +109,45 @@ def test_entropy_bonus_weights_follow_the_entropy_to_its_device():
     entropy = torch.rand(4, 3, device="meta")
     bonus = entropy_bonus(entropy, torch.ones(4, 3, device="meta"), weights=torch.ones(4, 1))
     assert bonus.device.type == "meta"
+
+
+# ----------------------------------------------------------------------------- temperature
+
+
+def test_training_logprobs_and_entropy_are_those_of_the_sampling_temperature(tiny_model_dir):
+    from pipeline.rl.trainer import policy_logp_entropy
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    ids = torch.tensor([tok("12+7\n12+7=19\nAnswer: 19").input_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1] / 0.6
+        logp, entropy = policy_logp_entropy(model, ids, torch.ones_like(ids), None, temperature=0.6)
+    ref = torch.log_softmax(logits, dim=-1)
+    assert torch.allclose(logp, ref.gather(-1, ids[:, 1:, None]).squeeze(-1), atol=1e-5)
+    assert torch.allclose(entropy, -(ref.exp() * ref).sum(-1), atol=1e-5)
+
+
+def test_the_trainer_scores_with_its_rollout_temperature(tmp_path, tiny_model_dir, train_file, monkeypatch):
+    import pipeline.rl.trainer as trainer
+
+    seen = []
+    original = trainer.policy_logp_entropy
+
+    def recording(*args, **kwargs):
+        seen.append(args[4] if len(args) > 4 else kwargs.get("temperature", 1.0))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "policy_logp_entropy", recording)
+    spec = method_specs({"methods": {"grpo": {}}, "training": {**TRAINING, "temperature": 0.7}})["grpo"]
+    out = tmp_path / "t"
+    assert main([
+        "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"), "--checkpoint-dir", str(out / "ckpt"),
+    ]) == 0
+    assert seen and set(seen) == {0.7}
+
+
+def test_the_critic_weight_decay_comes_from_the_config(tmp_path, tiny_model_dir, train_file):
+    state = _train(tmp_path / "wd", tiny_model_dir, train_file, "ppo", {"estimator": {"critic_weight_decay": 0.0}})
+    assert [g["weight_decay"] for g in state["critic_optimizer"]["param_groups"]] == [0.0]

@@ -29,6 +29,8 @@ COMPONENTS: dict[str, dict[str, dict[str, Any]]] = {
             "lam": 1.0,
             "whiten": True,
             "critic_lr": 2.0e-4,
+            # AdamW weight decay of the critic (the papers are silent; 0.01 is verl's critic default)
+            "critic_weight_decay": 0.01,
             "critic_warmup_rollouts": 2,
             "value_clip": 0.2,
         },

@@ -113,14 +113,20 @@ def build_rollout(prompt_completions, answers, group_size, eos_id, pad_id, grade
     )
 
 
-def policy_logp_entropy(model, input_ids, attention, chunk_size):
+def policy_logp_entropy(model, input_ids, attention, chunk_size, temperature: float = 1.0):
     """Log-probabilities of the next tokens and full-vocabulary entropies, from one forward pass.
+
+    Both are those of the distribution the rollout was sampled from, ``softmax(logits /
+    temperature)`` (as verl does), so the importance ratio and the entropy that the
+    entropy advantage and AER use refer to the sampling policy.
 
     Sequences are right-padded, so causal attention alone is exact for every real token
     (padding only ever follows them): no padding mask is passed, which lets SDPA use its
     fused causal kernel instead of materialising a [B, 1, L, L] mask.
     """
     logits = model(input_ids=input_ids).logits[:, :-1]
+    if temperature != 1.0:
+        logits = logits / temperature
     return logprobs_and_entropy(logits, input_ids[:, 1:], chunk_size)
 
 
@@ -604,7 +610,7 @@ def run(args: argparse.Namespace) -> int:
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     if critic is not None:
         critic = procs.wrap_model(critic)
-        critic_opt = torch.optim.AdamW(critic.parameters(), lr=est["critic_lr"])
+        critic_opt = torch.optim.AdamW(critic.parameters(), lr=est["critic_lr"], weight_decay=est["critic_weight_decay"])
     if state is not None:
         procs.load_optimizer_state_dict(policy, optimizer, state["optimizer"])
         if critic is not None:
@@ -700,7 +706,9 @@ def run(args: argparse.Namespace) -> int:
         """Log-probs and entropies of ``rows``, cut to their own longest sequence (``T`` labels)."""
         input_ids, attention, T = _trim(rollout, rows)
         with (contextlib.nullcontext() if want_grad else torch.no_grad()), procs.autocast():
-            logp, entropy = policy_logp_entropy(model, input_ids.to(procs.device), attention.to(procs.device), chunk)
+            logp, entropy = policy_logp_entropy(
+                model, input_ids.to(procs.device), attention.to(procs.device), chunk, cfg["temperature"]
+            )
         logp, entropy = logp.float(), entropy.float()
         return (logp, entropy, T) if want_grad else (logp.cpu(), entropy.cpu(), T)
 
