@@ -55,3 +55,64 @@ def test_bad_method_entries(entry, fragment):
     with pytest.raises(PipelineError) as err:
         resolve_method("m", {"preset": "grpo", **entry} if "preset" not in entry else entry)
     assert fragment in str(err.value)
+
+
+# ----------------------------------------------------------------------------- one range per parameter
+
+
+def test_kappa_below_one_is_refused_before_any_job():
+    """It used to pass validation (> 0) and crash the train job (entropy_shaped wants >= 1)."""
+    from pipeline.config import ConfigError, check_config
+
+    config = {"suites": {"s": {"problems": 2, "difficulties": [1], "k": 1, "n_samples": 1}},
+              "methods": {"grpo_entropy_adv": {"shaping": {"kappa": 0.5}}}, "seeds": [0]}
+    with pytest.raises(ConfigError, match=r"methods\.grpo_entropy_adv\.shaping\.kappa.*>= 1"):
+        check_config(config)
+
+
+def _outside(p):
+    """A value just outside a declared numeric bound (None when the parameter has none)."""
+    if p.ge is not None:
+        return p.ge - (1 if p.integer else 1e-3)
+    if p.gt is not None:
+        return p.gt
+    if p.le is not None:
+        return p.le + 1e-3
+    if p.lt is not None:
+        return p.lt
+    return None
+
+
+def _function_check(kind, name, values):
+    """Run the component's own implementation on ``values`` (ValueError if it refuses them)."""
+    import torch
+
+    from pipeline.rl.advantages import entropy_shaped
+    from pipeline.rl.aer import AERController
+
+    if (kind, name) == ("shaping", "entropy_advantage"):
+        entropy_shaped(torch.ones(2, 3), torch.ones(2, 3), **values)
+    elif (kind, name) == ("regularizer", "aer"):
+        AERController(**values)
+
+
+@pytest.mark.parametrize(
+    "kind, name, key",
+    [(k, n, key) for k, opts in __import__("pipeline.rl.methods", fromlist=["PARAMS"]).PARAMS.items()
+     for n, params in opts.items() for key, p in params.items() if _outside(p) is not None],
+)
+def test_config_and_implementation_agree_on_every_bound(kind, name, key):
+    from pipeline.rl.methods import COMPONENTS, PARAMS
+
+    p = PARAMS[kind][name][key]
+    preset = {"estimator": "grpo", "shaping": "grpo", "loss": "grpo", "regularizer": "grpo"}[kind]
+    bad = _outside(p)
+    with pytest.raises(PipelineError, match=rf"\.{kind}\.{key}: must be"):
+        resolve_method("m", {"preset": preset, kind: {"name": name, key: bad}})
+    values = {**COMPONENTS[kind][name], key: bad}
+    if (kind, name) in (("shaping", "entropy_advantage"), ("regularizer", "aer")):
+        with pytest.raises(ValueError, match=key):
+            _function_check(kind, name, values)
+    # the default itself is admissible to both
+    resolve_method("m", {"preset": preset, kind: {"name": name}})
+    _function_check(kind, name, dict(COMPONENTS[kind][name]))

@@ -16,10 +16,11 @@ garbage such as ``nan`` in padding cannot leak into the result).
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
+
+from pipeline.rl.methods import check_params
 
 __all__ = [
     "entropy_shaped",
@@ -187,13 +188,8 @@ def entropy_shaped(advantages: Tensor, entropy: Tensor, alpha: float, kappa: flo
     negative advantage could be flipped positive, which is why kappa < 1 is rejected).
     A negative entropy can only come from rounding; psi is clamped at 0 for it.
     """
-    if not (alpha >= 0 and math.isfinite(alpha)):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    if not (kappa >= 1 and math.isfinite(kappa)):
-        raise ValueError(
-            f"kappa must be a finite number >= 1 (kappa <= 0 is meaningless and kappa < 1 lets the "
-            f"entropy term flip the sign of a negative advantage), got {kappa!r}"
-        )
+    # the ranges config validation applies too (pipeline.rl.methods.PARAMS)
+    check_params("shaping", "entropy_advantage", {"alpha": alpha, "kappa": kappa})
     if advantages.shape != entropy.shape:
         raise ValueError(
             f"advantages shape {tuple(advantages.shape)} != entropy shape {tuple(entropy.shape)}"

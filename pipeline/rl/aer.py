@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pipeline.rl.methods import check_params
+
 __all__ = ["AERController"]
 
 ALLOCATIONS = ("threshold", "linear", "normalized", "none")
@@ -94,33 +96,8 @@ class AERController:
     # ------------------------------------------------------------------ config
     @staticmethod
     def _validate(c: dict[str, Any]) -> None:
-        if c["allocation"] not in ALLOCATIONS:
-            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {c['allocation']!r}")
-        if not (_is_real(c["tau"]) and 0.0 <= c["tau"] <= 1.0):
-            raise ValueError(f"tau must be in [0, 1], got {c['tau']!r}")
-        if not (_is_real(c["rho"]) and c["rho"] > 0.0):
-            raise ValueError(f"rho must be > 0, got {c['rho']!r}")
-        if not (_is_real(c["eta"]) and c["eta"] >= 0.0):
-            raise ValueError(f"eta must be >= 0, got {c['eta']!r}")
-        if not (_is_real(c["alpha_max"]) and c["alpha_max"] >= 0.0):
-            raise ValueError(f"alpha_max must be >= 0, got {c['alpha_max']!r}")
-        if not (_is_real(c["alpha_init"]) and 0.0 <= c["alpha_init"] <= c["alpha_max"]):
-            raise ValueError(
-                f"alpha_init must satisfy 0 <= alpha_init <= alpha_max={c['alpha_max']!r}, got {c['alpha_init']!r}"
-            )
-        steps = c["anchor_steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"anchor_steps must be an int >= 1, got {steps!r}")
-        if c["target"] is not None and not (_is_real(c["target"]) and c["target"] >= 0.0):
-            raise ValueError(f"target must be None or a finite entropy >= 0 (nats), got {c['target']!r}")
-        if c["mode"] not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {c['mode']!r}")
-        if c["delta"] is not None and not (_is_real(c["delta"]) and c["delta"] > 0.0):
-            raise ValueError(f"delta must be None or > 0, got {c['delta']!r}")
-        if c["mode"] == "bang_bang" and c["delta"] is None:
-            raise ValueError("delta is required when mode='bang_bang'")
-        if not isinstance(c["adapt"], bool):
-            raise ValueError(f"adapt must be a bool, got {c['adapt']!r}")
+        # The ranges config validation applies too (pipeline.rl.methods.PARAMS).
+        check_params("regularizer", "aer", c)
 
     def _set_config(self, c: dict[str, Any]) -> None:
         self._validate(c)

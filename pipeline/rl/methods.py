@@ -14,54 +14,175 @@ This module is import-light (no torch) because the Snakefile resolves methods at
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
 
-# Every component's parameters and their defaults. Unknown keys are errors.
-COMPONENTS: dict[str, dict[str, dict[str, Any]]] = {
+# --------------------------------------------------------------------------- parameters
+#
+# Every component's parameters: default and admissible range, declared ONCE. Config
+# validation (before any job) and the functions themselves (``entropy_shaped``, the AER
+# controller, ...) check values with :func:`param_problems`, so a value can never pass one
+# and fail the other.
+
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One component parameter: its default and what values it admits.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number, ``choices`` lists the admissible values,
+    ``nullable`` admits None, ``integer`` requires an int; ``why`` says why the range is
+    what it is (shown in the error).
+    """
+
+    default: Any
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    nullable: bool = False
+    integer: bool = False
+    boolean: bool = False
+    why: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """None if ``value`` is admissible, else what is wrong with it."""
+        if value is None:
+            return None if self.nullable else f"must not be null{self._why()}"
+        if self.boolean:
+            return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+        if self.choices is not None:
+            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if self.integer and not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        for bound, ok, text in (
+            (self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
+            (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<"),
+        ):
+            if bound is not None and not ok(bound):
+                return f"must be {self.range_text()}, got {value!r}{self._why()}"
+        return None
+
+    def range_text(self) -> str:
+        parts = [f"{op} {b:g}" for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)) if b is not None]
+        return " and ".join(parts) or "any number"
+
+    def _why(self) -> str:
+        return f" ({self.why})" if self.why else ""
+
+
+def _fraction(default: float) -> Param:
+    return Param(default, gt=0, le=1, why="a fraction of the valid tokens, not a percentage")
+
+
+_AGGREGATION = Param("token-mean", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"))
+
+PARAMS: dict[str, dict[str, dict[str, Param]]] = {
     "estimator": {
-        # SPEC §2: A_i = (s_i - mean(s)) / (std(s) + eps), unbiased std; scale=False is Dr.GRPO.
-        "grpo": {"eps": 1e-6, "scale": True},
-        # SPEC §3: GAE with gamma = lambda = 1, whitened over the batch; critic settings.
+        # A_i = (s_i - mean(s)) / (std(s) + eps), unbiased std; scale=False is Dr.GRPO.
+        "grpo": {"eps": Param(1e-6, ge=0), "scale": Param(True, boolean=True)},
+        # GAE with gamma = lambda = 1, whitened over the batch; critic settings.
         "gae": {
-            "gamma": 1.0,
-            "lam": 1.0,
-            "whiten": True,
-            "critic_lr": 2.0e-4,
+            "gamma": Param(1.0, ge=0, le=1),
+            "lam": Param(1.0, ge=0, le=1),
+            "whiten": Param(True, boolean=True),
+            "critic_lr": Param(2.0e-4, gt=0),
             # AdamW weight decay of the critic (the papers are silent; 0.01 is verl's critic default)
-            "critic_weight_decay": 0.01,
-            "critic_warmup_rollouts": 2,
-            "value_clip": 0.2,
+            "critic_weight_decay": Param(0.01, ge=0),
+            "critic_warmup_rollouts": Param(2, ge=0, integer=True),
+            "value_clip": Param(0.2, gt=0, nullable=True),
         },
     },
     "shaping": {
         "none": {},
-        # SPEC §4: A + min(alpha * H.detach(), |A| / kappa).
-        "entropy_advantage": {"alpha": 0.4, "kappa": 2.0},
+        # Cheng et al.: A + min(alpha * H.detach(), |A| / kappa).
+        "entropy_advantage": {
+            "alpha": Param(0.4, ge=0),
+            "kappa": Param(2.0, ge=1, why="kappa < 1 would let the entropy term flip the sign of a negative advantage"),
+        },
     },
     "loss": {
-        # SPEC §2: clip-higher 0.2 / 0.28; optional dual clip c for A < 0.
-        "clip": {"clip_low": 0.2, "clip_high": 0.28, "dual_clip": None, "aggregation": "token-mean"},
-        # SPEC §7: detach the gradient of a random r-fraction of tokens with 1 < Cov < 5.
-        "clip_cov": {
-            "clip_low": 0.2, "clip_high": 0.28, "aggregation": "token-mean",
-            "select_ratio": 2.0e-4, "cov_low": 1.0, "cov_high": 5.0,
+        # clip-higher 0.2 / 0.28; optional dual clip c for A < 0.
+        "clip": {
+            "clip_low": Param(0.2, gt=0, lt=1), "clip_high": Param(0.28, gt=0),
+            "dual_clip": Param(None, gt=1, nullable=True), "aggregation": _AGGREGATION,
         },
-        # SPEC §7: KL penalty |logp - logp_old| on the top-k fraction of tokens by Cov.
-        "kl_cov": {"aggregation": "token-mean", "select_ratio": 2.0e-3, "kl_coef": 1.0},
+        # Cui et al.: detach the gradient of a random r-fraction of tokens with cov_low < Cov < cov_high.
+        "clip_cov": {
+            "clip_low": Param(0.2, gt=0, lt=1), "clip_high": Param(0.28, gt=0), "aggregation": _AGGREGATION,
+            "select_ratio": _fraction(2.0e-4), "cov_low": Param(1.0), "cov_high": Param(5.0),
+        },
+        # Cui et al.: KL penalty |logp - logp_old| on the top-k fraction of tokens by Cov.
+        "kl_cov": {"aggregation": _AGGREGATION, "select_ratio": _fraction(2.0e-3), "kl_coef": Param(1.0, ge=0)},
     },
     "regularizer": {
         "none": {},
-        # SPEC §5: loss = policy_loss - coef * agg(H); coef is our assumption (not reported).
-        "entropy_bonus": {"coef": 1.0e-3},
-        # SPEC §6 (reconstruction): per-prompt lambda(q), target rho * H_0, adaptive alpha_t.
+        # loss = policy_loss - coef * agg(H); coef is our assumption (not reported).
+        "entropy_bonus": {"coef": Param(1.0e-3, ge=0)},
+        # AER (reconstruction): per-prompt lambda(q), target rho * H_0, adaptive alpha_t.
         "aer": {
-            "allocation": "threshold", "tau": 0.4, "rho": 0.6, "eta": 1.0e-3,
-            "alpha_init": 0.0, "alpha_max": 1.0e-2, "anchor_steps": 1, "target": None,
-            "mode": "additive", "delta": None, "adapt": True,
+            "allocation": Param("threshold", choices=("threshold", "linear", "normalized", "none")),
+            "tau": Param(0.4, ge=0, le=1),
+            "rho": Param(0.6, gt=0),
+            "eta": Param(1.0e-3, ge=0),
+            "alpha_init": Param(0.0, ge=0),
+            "alpha_max": Param(1.0e-2, ge=0),
+            "anchor_steps": Param(1, ge=1, integer=True),
+            "target": Param(None, ge=0, nullable=True, why="an absolute target entropy in nats"),
+            "mode": Param("additive", choices=("additive", "bang_bang")),
+            "delta": Param(None, gt=0, nullable=True),
+            "adapt": Param(True, boolean=True),
         },
     },
+}
+
+
+def _aer_rules(v: dict) -> list[tuple[str, str]]:
+    out = []
+    if not v["alpha_init"] <= v["alpha_max"]:
+        out.append(("alpha_init", f"must be <= alpha_max ({v['alpha_max']!r}), got {v['alpha_init']!r}"))
+    if v["mode"] == "bang_bang" and v["delta"] is None:
+        out.append(("delta", "bang_bang mode needs delta > 0"))
+    return out
+
+
+def _cov_rules(v: dict) -> list[tuple[str, str]]:
+    return [] if v["cov_low"] < v["cov_high"] else [("cov_low", f"must be < cov_high ({v['cov_high']!r}), got {v['cov_low']!r}")]
+
+
+# Checks that involve several parameters of one component.
+CROSS_RULES = {("regularizer", "aer"): _aer_rules, ("loss", "clip_cov"): _cov_rules}
+
+
+def param_problems(kind: str, name: str, values: dict) -> list[tuple[str, str]]:
+    """``(parameter, problem)`` for every inadmissible value of component ``kind``/``name``."""
+    declared = PARAMS[kind][name]
+    found = [(key, problem) for key, p in declared.items() if key in values and (problem := p.problem(values[key]))]
+    rules = CROSS_RULES.get((kind, name))
+    if rules and not found and set(declared) <= set(values):
+        found += rules(values)
+    return found
+
+
+def check_params(kind: str, name: str, values: dict) -> None:
+    """ValueError naming the first inadmissible parameter (for the functions themselves)."""
+    problems = param_problems(kind, name, values)
+    if problems:
+        key, problem = problems[0]
+        raise ValueError(f"{kind} '{name}': {key} {problem}")
+
+
+# Every component's parameters with their defaults (what a spec is filled with).
+COMPONENTS: dict[str, dict[str, dict[str, Any]]] = {
+    kind: {name: {key: p.default for key, p in params.items()} for name, params in options.items()}
+    for kind, options in PARAMS.items()
 }
 
 _GRPO = {"estimator": {"name": "grpo"}, "shaping": {"name": "none"}, "loss": {"name": "clip"}, "regularizer": {"name": "none"}}
@@ -150,32 +271,8 @@ def resolve_method(name: str, entry: dict | None, training_keys: set[str] | None
 
 
 def _check_values(where: str, spec: dict) -> None:
-    def need(cond: bool, path: str, msg: str) -> None:
-        if not cond:
-            raise PipelineError(f"{where}.{path}: {msg}")
-
-    sh, loss, reg, est = spec["shaping"], spec["loss"], spec["regularizer"], spec["estimator"]
-    if sh["name"] == "entropy_advantage":
-        need(sh["alpha"] >= 0, "shaping.alpha", f"must be >= 0, got {sh['alpha']}")
-        need(sh["kappa"] > 0, "shaping.kappa", f"must be > 0, got {sh['kappa']}")
-    if "clip_low" in loss:
-        need(0 < loss["clip_low"] < 1, "loss.clip_low", f"must be in (0, 1), got {loss['clip_low']}")
-        need(loss["clip_high"] > 0, "loss.clip_high", f"must be > 0, got {loss['clip_high']}")
-    if loss.get("dual_clip") is not None:
-        need(loss["dual_clip"] > 1, "loss.dual_clip", f"must be > 1, got {loss['dual_clip']}")
-    if "select_ratio" in loss:
-        need(0 < loss["select_ratio"] <= 1, "loss.select_ratio", f"is a fraction in (0, 1], got {loss['select_ratio']}")
-    need(loss["aggregation"] in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
-         "loss.aggregation", f"unknown aggregation '{loss['aggregation']}'")
-    if reg["name"] == "entropy_bonus":
-        need(reg["coef"] >= 0, "regularizer.coef", f"must be >= 0, got {reg['coef']}")
-    if reg["name"] == "aer":
-        need(reg["allocation"] in ("threshold", "linear", "normalized", "none"), "regularizer.allocation",
-             f"unknown allocation '{reg['allocation']}' (threshold, linear, normalized, none)")
-        need(reg["mode"] in ("additive", "bang_bang"), "regularizer.mode", f"unknown mode '{reg['mode']}'")
-        need(reg["mode"] != "bang_bang" or (reg["delta"] or 0) > 0, "regularizer.delta", "bang_bang mode needs delta > 0")
-        need(0 <= reg["alpha_init"] <= reg["alpha_max"], "regularizer.alpha_init", "must be in [0, alpha_max]")
-        need(reg["anchor_steps"] >= 1, "regularizer.anchor_steps", "must be >= 1")
-    if est["name"] == "gae":
-        need(est["critic_lr"] > 0, "estimator.critic_lr", f"must be > 0, got {est['critic_lr']}")
-        need(0 <= est["gamma"] <= 1 and 0 <= est["lam"] <= 1, "estimator.gamma", "gamma and lam must be in [0, 1]")
+    for kind in PARAMS:
+        component = spec[kind]
+        values = {k: v for k, v in component.items() if k != "name"}
+        for key, problem in param_problems(kind, component["name"], values):
+            raise PipelineError(f"{where}.{kind}.{key}: {problem}")
