@@ -145,10 +145,12 @@ def launch_two(model_dir, train_file, spec, out: Path, *extra) -> None:
 def test_two_processes_under_accelerate_launch_match_one_process(tmp_path, tiny_model_dir, train_file, sharding):
     """Two processes, each with half the prompts and micro-batches of 3, replicated (DDP)
     or sharded (FSDP): the same update as one process over the whole mini-batch.
-    Near-greedy rollouts make the samples independent of how prompts are split; the
+    Greedy rollouts (top-p 1e-6 keeps only the likeliest token; a near-zero temperature
+    would also temper the training distribution) make the samples independent of how
+    prompts are split; the
     entropy bonus gives the gradient (identical responses in a group have zero GRPO
     advantage), normalised over the tokens of both processes."""
-    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, temperature=1e-6, rollouts=2, snapshot_every=1)
+    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, top_p=1e-6, rollouts=2, snapshot_every=1)
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(train_args(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": None}}, one)) == 0
     launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": 3}}, two,
@@ -174,7 +176,7 @@ def test_two_processes_under_accelerate_launch_match_one_process(tmp_path, tiny_
 def test_fsdp_resume_restores_the_sharded_optimizer_state(tmp_path, tiny_model_dir, train_file):
     """A 2-process FSDP run stopped after rollout 1 and resumed gives the uninterrupted
     run's result: the AdamW moments were gathered into the checkpoint and re-sharded."""
-    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, temperature=1e-6)
+    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, top_p=1e-6)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "rollouts": 3}}, full, "--sharding", "fsdp")
     launch_two(tiny_model_dir, train_file, {**spec, "training": {**spec["training"], "rollouts": 2}}, resumed, "--sharding", "fsdp")

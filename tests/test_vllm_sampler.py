@@ -87,7 +87,7 @@ def test_plan_shards_rejects_bad_arguments(args, message):
 
 @pytest.mark.parametrize("max_n", [256, 100, 1000, 1024])
 def test_n1024_protocol_and_stitching(fake, max_n):
-    sampler = VLLMSampler("/models/qwen2.5-math-7b", max_n_per_request=max_n, max_model_len=9216, dtype="bfloat16")
+    sampler = VLLMSampler("/models/qwen2.5-math-7b", eos_token_ids=[-1], max_n_per_request=max_n, max_model_len=9216, dtype="bfloat16")
     params = paper_params(1024, seed=1234)
     results = sampler.generate(PROMPTS, params)
     shards = plan_shards(1024, max_n, 1234)
@@ -135,7 +135,7 @@ def test_samples_do_not_depend_on_shard_size(monkeypatch):
     texts = []
     for max_n in (1024, 256, 100):
         install(monkeypatch)
-        out = VLLMSampler("m", max_n_per_request=max_n).generate(PROMPTS, paper_params(1024, seed=99))
+        out = VLLMSampler("m", eos_token_ids=[-1], max_n_per_request=max_n).generate(PROMPTS, paper_params(1024, seed=99))
         texts.append([[c.text for c in r.completions] for r in out])
     assert texts[0] == texts[1] == texts[2]
 
@@ -144,7 +144,7 @@ def test_fields_reach_sampling_params_exactly(fake):
     sampler = VLLMSampler(
         "org/model", tensor_parallel_size=4, dtype="float16", max_model_len=4096, trust_remote_code=True,
         engine_seed=777, stop=["</answer>"], stop_token_ids=[151643, 151645],
-        engine_kwargs={"gpu_memory_utilization": 0.85}, show_progress=True,
+        engine_kwargs={"gpu_memory_utilization": 0.85}, show_progress=True, eos_token_ids=[-1],
     )
     params = SamplingParams(n=3, temperature=1.0, top_p=0.7, max_new_tokens=321, seed=5, top_k=20)
     results = sampler.generate(["a", "b"], params)
@@ -160,7 +160,7 @@ def test_fields_reach_sampling_params_exactly(fake):
 
 
 def test_engine_seed_varies_per_shard_from_a_configured_base(fake):
-    VLLMSampler("m", max_n_per_request=2, engine_seed=2**32 - 2).generate(["a"], paper_params(6, seed=0))
+    VLLMSampler("m", eos_token_ids=[-1], max_n_per_request=2, engine_seed=2**32 - 2).generate(["a"], paper_params(6, seed=0))
     assert [c["seed"] for c in fake.constructions] == [2**32 - 2, 2**32 - 1, 0]  # distinct, 32-bit
     assert [sp["seed"] for _, _, sp, _ in fake.generate_calls] == [0, 2, 4]
 
@@ -174,12 +174,12 @@ def test_vllm_sampling_kwargs_is_complete_and_max_tokens_always_set():
 
 def test_completion_order_is_restored_from_index(monkeypatch):
     install(monkeypatch, reverse_outputs=True)
-    (res,) = VLLMSampler("m", max_n_per_request=4).generate(["q"], paper_params(8, seed=0))
+    (res,) = VLLMSampler("m", eos_token_ids=[-1], max_n_per_request=4).generate(["q"], paper_params(8, seed=0))
     assert [c.text for c in res.completions] == [f"p0|seed{k}" for k in range(8)]
 
 
 def test_empty_prompt_list_builds_no_engine(fake):
-    assert VLLMSampler("m").generate([], paper_params(4)) == []
+    assert VLLMSampler("m", eos_token_ids=[-1]).generate([], paper_params(4)) == []
     assert fake.constructions == []
 
 
@@ -197,17 +197,17 @@ def test_empty_prompt_list_builds_no_engine(fake):
 def test_malformed_vllm_results_are_errors(monkeypatch, knobs, message):
     install(monkeypatch, **knobs)
     with pytest.raises(PipelineError, match=message):
-        VLLMSampler("m").generate(["q", "r"], paper_params(4))
+        VLLMSampler("m", eos_token_ids=[-1]).generate(["q", "r"], paper_params(4))
 
 
 def test_missing_vllm_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(PipelineError, match="needs the vllm package"):
-        VLLMSampler("m")
+        VLLMSampler("m", eos_token_ids=[-1])
 
 
 def test_constructor_validation(fake):
     with pytest.raises(ValueError, match="engine_kwargs may not set seed"):
-        VLLMSampler("m", engine_kwargs={"seed": 1})
+        VLLMSampler("m", eos_token_ids=[-1], engine_kwargs={"seed": 1})
     with pytest.raises(ValueError, match="max_n_per_request must be >= 1"):
-        VLLMSampler("m", max_n_per_request=0)
+        VLLMSampler("m", eos_token_ids=[-1], max_n_per_request=0)

@@ -63,7 +63,7 @@ from pipeline.rl import registry
 from pipeline.rl.entropy import logprobs_and_entropy
 from pipeline.rl.distributed import Processes
 from pipeline.rl.losses import aggregation_units, explained_variance, value_loss
-from pipeline.sampling.base import SamplingParams
+from pipeline.sampling.base import SamplingParams, end_of_sequence_ids
 from pipeline.sampling.hf import HFSampler
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,11 @@ class Rollout:
         return self.attention.sum(dim=1)
 
 
-def build_rollout(prompt_completions, answers, group_size, eos_id, pad_id, grader) -> Rollout:
+def build_rollout(prompt_completions, answers, group_size, pad_id, grader) -> Rollout:
     sequences, starts, scores, lengths = [], [], [], []
     for pc, answer in zip(prompt_completions, answers):
         for c in pc.completions:
-            response = c.token_ids + ([eos_id] if c.finish_reason == "stop" else [])
+            response = c.sampled_ids  # every sampled token once, the EOS that ended it included
             sequences.append(pc.prompt_ids + response)
             starts.append(len(pc.prompt_ids))
             correct = c.finish_reason == "stop" and grade(c.text, answer, grader)
@@ -641,6 +641,7 @@ def run(args: argparse.Namespace) -> int:
         engine = VLLMRollouts(
             args.base_model, seed=io.stable_seed(seed, "vllm-engine", rank),
             gpu_memory_utilization=cfg["vllm_gpu_memory_utilization"], trust_remote_code=args.trust_remote_code,
+            eos_token_ids=end_of_sequence_ids(tokenizer, bare_policy.generation_config),
         )
     else:
         engine = HFSampler(bare_policy, tokenizer, batch_size=cfg["rollout_batch_size"])
@@ -758,7 +759,7 @@ def run(args: argparse.Namespace) -> int:
                         )
                         outs = engine.generate_ids([prompt_ids_all[i] for i in idx], params)
                         sample_seconds = time.perf_counter() - t_step
-                        rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.eos_token_id, tokenizer.pad_token_id, args.grader)
+                        rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.pad_token_id, args.grader)
 
                         # ---- 3. rollout policy's log-probs (and critic values), no grad, in
                         # length-sorted micro-batches

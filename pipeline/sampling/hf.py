@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers.cache_utils import Cache, DynamicLayer
 
-from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams
+from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams, end_of_sequence_ids
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,13 @@ class HFSampler:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
-        if self.eos_id is None:
+        # The tokenizer's EOS and the generation config's (several for some models): the
+        # vLLM backend stops on the same set.
+        self.stop_ids = end_of_sequence_ids(tokenizer, getattr(model, "generation_config", None))
+        if not self.stop_ids:
             raise ValueError("the tokenizer has no eos_token_id: sampling could never stop")
+        self.eos_id = self.stop_ids[0]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         return [self.tokenizer(p).input_ids for p in prompts]
@@ -78,7 +81,7 @@ class HFSampler:
         self.model.eval()
         try:
             for chunk in tqdm(chunks, desc="sampling", unit="chunk", disable=not self.show_progress):
-                token_lists, finish = self._sample_chunk([prompt_ids[i] for i in chunk], params, generator)
+                token_lists, stops = self._sample_chunk([prompt_ids[i] for i in chunk], params, generator)
                 for j, prompt_index in enumerate(chunk):
                     for s in range(params.n):
                         row = j * params.n + s
@@ -87,7 +90,8 @@ class HFSampler:
                             Completion(
                                 token_ids=ids,
                                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                                finish_reason=finish[row],
+                                finish_reason="stop" if stops[row] is not None else "length",
+                                stop_token_id=stops[row],
                             )
                         )
         finally:
@@ -96,7 +100,8 @@ class HFSampler:
 
     def _sample_chunk(
         self, prompts: list[Sequence[int]], params: SamplingParams, generator: torch.Generator
-    ) -> tuple[list[list[int]], list[str]]:
+    ) -> tuple[list[list[int]], list[int | None]]:
+        """Token ids of every row (without EOS) and the EOS that ended it (None: truncated)."""
         device = self.model.device
         n_prompts, width = len(prompts), max(len(p) for p in prompts)
         input_ids = torch.full((n_prompts, width), self.pad_id, dtype=torch.long)
@@ -123,15 +128,16 @@ class HFSampler:
         rows = list(range(total))  # original row of each current batch row
         alive = [True] * total
         generated: list[list[int]] = [[] for _ in range(total)]
-        finish = ["length"] * total
+        stopped_by: list[int | None] = [None] * total
+        stop_ids = set(self.stop_ids)
         for step in range(params.max_new_tokens):
             tokens = sample_next_token(logits, params.temperature, params.top_p, params.top_k, generator)
             for k, tok in enumerate(tokens.tolist()):
                 if not alive[k]:
                     continue
-                if tok == self.eos_id:
+                if tok in stop_ids:  # an EOS ends the response, also as the last allowed token
                     alive[k] = False
-                    finish[rows[k]] = "stop"
+                    stopped_by[rows[k]] = tok
                 else:
                     generated[rows[k]].append(tok)
             n_alive = sum(alive)
@@ -151,7 +157,7 @@ class HFSampler:
             )
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :]
-        return generated, finish
+        return generated, stopped_by
 
 
 class _PreallocatedLayer(DynamicLayer):

@@ -37,7 +37,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from pipeline.errors import PipelineError
-from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams
+from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams, end_of_sequence_ids
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class VLLMSampler:
         stop_token_ids: Sequence[int] | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
         show_progress: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ):
         if int(tensor_parallel_size) < 1:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
@@ -155,6 +156,11 @@ class VLLMSampler:
         self.stop_token_ids = [int(t) for t in (stop_token_ids or [])]
         self.engine_kwargs = dict(engine_kwargs or {})
         self.show_progress = show_progress
+        # EOS ids of the model plus configured stop tokens: removed from token_ids (Completion)
+        self.stop_ids = set(
+            model_stop_ids(self.model, self.trust_remote_code, self.stop_token_ids) if eos_token_ids is None
+            else [*map(int, eos_token_ids), *self.stop_token_ids]
+        )
         self._vllm = _import_vllm()
 
     def engine_arguments(self, engine_seed: int) -> dict[str, Any]:
@@ -209,14 +215,41 @@ class VLLMSampler:
             if j == 0:
                 results[p].prompt_ids = [int(t) for t in (getattr(out, "prompt_token_ids", None) or [])]
             for _, c in completions:
-                if c.finish_reason not in _FINISH_REASONS:
-                    raise PipelineError(
-                        f"vLLM completion of prompt {p} in shard {j} finished with {c.finish_reason!r}, "
-                        f"not one of {', '.join(_FINISH_REASONS)}"
-                    )
-                results[p].completions.append(
-                    Completion(token_ids=[int(t) for t in c.token_ids], text=c.text, finish_reason=c.finish_reason)
-                )
+                results[p].completions.append(completion_from_vllm(c, self.stop_ids, f"prompt {p} in shard {j}"))
+
+
+def completion_from_vllm(output, stop_ids: set[int] | Sequence[int], where: str = "") -> Completion:
+    """One ``vllm.CompletionOutput`` in our convention (see ``sampling.base.Completion``).
+
+    vLLM keeps a sampled EOS (or configured stop token) in ``token_ids``, and reports
+    ``"length"`` when that EOS was the last allowed token (it checks the length cap
+    first). Here the EOS is removed from ``token_ids`` into ``stop_token_id`` and such a
+    response is ``"stop"``: it ended by the model's choice, exactly as the HF sampler
+    reports it. A ``"stop"`` without a trailing stop token (a stop string) keeps its tokens.
+    """
+    if output.finish_reason not in _FINISH_REASONS:
+        raise PipelineError(
+            f"vLLM completion of {where or 'a prompt'} finished with {output.finish_reason!r}, "
+            f"not one of {', '.join(_FINISH_REASONS)}"
+        )
+    ids = [int(t) for t in output.token_ids]
+    if ids and ids[-1] in stop_ids:
+        stop = ids.pop()
+        return Completion(token_ids=ids, text=output.text, finish_reason="stop", stop_token_id=stop)
+    return Completion(token_ids=ids, text=output.text, finish_reason=output.finish_reason)
+
+
+def model_stop_ids(model_dir: str, trust_remote_code: bool = False, extra: Sequence[int] = ()) -> list[int]:
+    """The EOS ids vLLM stops on for ``model_dir`` (tokenizer + generation_config), plus ``extra``."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    try:
+        generation = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json
+        generation = None
+    ids = end_of_sequence_ids(tokenizer, generation)
+    return ids + [int(t) for t in extra if int(t) not in ids]
 
 
 def _import_vllm():
@@ -259,8 +292,10 @@ class VLLMRollouts:
         max_model_len: int | None = None,
         dtype: str = "bfloat16",
         trust_remote_code: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.stop_ids = set(model_stop_ids(str(model), trust_remote_code) if eos_token_ids is None else map(int, eos_token_ids))
         self._vllm = _import_vllm()
         self.engine_kwargs = {
             "model": str(model), "seed": int(seed) % _ENGINE_SEED_MOD, "tensor_parallel_size": 1,
@@ -285,9 +320,7 @@ class VLLMRollouts:
                 raise PipelineError(f"vLLM returned {len(completions)} completions for rollout prompt {p}, expected {params.n}")
             pc = PromptCompletions(prompt_ids=[int(t) for t in prompt_ids[p]])
             for _, c in completions:
-                if c.finish_reason not in _FINISH_REASONS:
-                    raise PipelineError(f"vLLM rollout of prompt {p} finished with {c.finish_reason!r}")
-                pc.completions.append(Completion(token_ids=[int(t) for t in c.token_ids], text=c.text, finish_reason=c.finish_reason))
+                pc.completions.append(completion_from_vllm(c, self.stop_ids, f"rollout prompt {p}"))
             results.append(pc)
         return results
 
