@@ -101,6 +101,7 @@ def check_config(config: dict) -> dict:
     arch = config["base_model"]["architecture"]
     if arch["hidden_size"] % arch["num_heads"]:
         raise ConfigError("config key 'base_model.architecture.num_heads': must divide hidden_size")
+    _check_grader(config["grader"])
     _check_paths(config)
     from pipeline.analysis.settings import check_analysis_config  # after the schema filled its defaults
 
@@ -111,6 +112,21 @@ def check_config(config: dict) -> dict:
     except PipelineError as err:
         raise ConfigError(str(err)) from None
     return config
+
+
+def _check_grader(grader: str) -> None:
+    """A ``module:function`` grader must be importable (checked without running it)."""
+    if ":" not in grader:
+        return
+    import importlib.util
+
+    module = grader.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"config key 'grader': cannot find module {module!r} of grader {grader!r} (is it importable here?)")
 
 
 def path_keys(config: dict) -> list[tuple[str, str]]:

@@ -109,7 +109,7 @@ if CHECKPOINT_ANALYSIS:
         shell:
             "python -m pipeline analyze-checkpoints --snapshots {input.snapshots:q} --run {params.runs:q}"
             " --problems {input.problems:q} --analysis-json {params.cfg:q} --sampling-json {params.sampling:q}"
-            " --template {params.template:q} {params.chat} {params.trust} --grader {params.grader}"
+            " --template {params.template:q} {params.chat} {params.trust} --grader {params.grader:q}"
             " --grading-timeout-s {params.timeout} --out {output.tables:q} --threads {threads} 2> {log:q}"
 
 

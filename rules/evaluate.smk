@@ -56,6 +56,6 @@ rule score:
         f"{BENCH}/score/{{model}}/{{suite}}.tsv"
     shell:
         "python -m pipeline score --problems {input.problems:q} --samples {input.samples:q}"
-        " --model {wildcards.model} --suite {wildcards.suite} --k-max {params.k} --grader {params.grader}"
+        " --model {wildcards.model} --suite {wildcards.suite} --k-max {params.k} --grader {params.grader:q}"
         " --timeout-s {params.timeout} --workers {params.workers} --bootstrap {params.bootstrap}"
         " --out-verdicts {output.verdicts:q} --out-passk {output.passk:q} 2> {log:q}"

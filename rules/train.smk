@@ -17,6 +17,7 @@ rule train:
         spec=lambda wc: as_json(METHODS[wc.method]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         grader=config["grader"],
+        grading=f"--grading-timeout-s {config['grading']['timeout_s']} --grading-workers {config['grading']['workers']}",
         checkpoints=lambda wc, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
@@ -38,5 +39,5 @@ rule train:
     shell:
         "{params.launcher} train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
-        " --grader {params.grader} --out-model {output.model:q} --metrics {output.metrics:q}"
+        " --grader {params.grader:q} {params.grading} --out-model {output.model:q} --metrics {output.metrics:q}"
         " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.sharding} {params.trust} --threads {threads} 2> {log:q}"

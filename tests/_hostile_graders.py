@@ -38,3 +38,14 @@ def hostile(response: str, answer: str) -> bool:
     if RAISE in response:
         raise RuntimeError("hostile grader raised")
     return grade_answer_line(response, answer)
+
+
+def hang_once(response: str, answer: str) -> bool:
+    """Hangs on the first response it ever sees (across worker processes: a marker file named
+    by $HANG_ONCE_MARKER records it), grades like ``answer_line`` afterwards."""
+    marker = os.environ.get("HANG_ONCE_MARKER")
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        while True:
+            time.sleep(3600)
+    return grade_answer_line(response, answer)

@@ -26,6 +26,11 @@ def mutate(path, value):
     return cfg
 
 
+def test_a_grader_may_be_any_importable_function():
+    cfg = check_config(mutate(("grader",), "pipeline.eval.grading:grade_answer_line"))
+    assert cfg["grader"] == "pipeline.eval.grading:grade_answer_line"
+
+
 def test_default_config_is_valid_and_defaults_are_filled():
     cfg = check_config(copy.deepcopy(DEFAULT))
     assert cfg["grading"]["timeout_s"] > 0
@@ -51,6 +56,7 @@ def test_default_config_is_valid_and_defaults_are_filled():
         (("training", "minibatch_prompts"), 48, "training.minibatch_prompts"),
         (("bogus_top_level",), 1, "bogus_top_level': unknown key"),
         (("grader",), "sympy", "'grader'"),
+        (("grader",), "no_such_module:grade", "cannot find module 'no_such_module'"),
     ],
 )
 def test_bad_configs_name_the_key(path, value, expected):

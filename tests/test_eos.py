@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import torch
 
 from pipeline.models import load_model_and_tokenizer
-from pipeline.rl.trainer import build_rollout
+from pipeline.eval.grading import GraderPool
+from pipeline.rl.trainer import build_rollout, grade_rollout
 from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams
 from pipeline.sampling.hf import HFSampler
 from pipeline.sampling.vllm_backend import completion_from_vllm
@@ -47,7 +48,8 @@ def test_a_rollout_from_vllm_trains_on_each_sampled_token_once():
         completion_from_vllm(vllm_output([3, 4, EOS], "stop", "Answer: 1"), {EOS}),
         completion_from_vllm(vllm_output([5, EOS], "length", "Answer: 2"), {EOS}),
     ])]
-    rollout = build_rollout(outs, ["1"], 2, pad_id=0, grader="answer_line")
+    correct, failures = grade_rollout(outs, ["1"], GraderPool("answer_line"))
+    rollout = build_rollout(outs, correct, 2, pad_id=0)
     sequences = [ids[: int(n)].tolist() for ids, n in zip(rollout.input_ids, rollout.attention.sum(1))]
     assert sequences == [[1, 2, 3, 4, EOS], [1, 2, 5, EOS]]  # one EOS each, never two
     assert rollout.mask.sum(1).tolist() == [3.0, 2.0]  # the response tokens and their EOS are the actions

@@ -114,3 +114,22 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
     ])
     assert rc == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_rollout_rewards_are_graded_under_a_hard_timeout(tmp_path, tiny_model_dir, train_file, monkeypatch):
+    """A response that hangs the grader costs one timeout (counted wrong and logged as
+    grader_timeouts), not the run: rewards are graded in worker processes."""
+    monkeypatch.setenv("HANG_ONCE_MARKER", str(tmp_path / "hung"))
+    spec = method_specs({"methods": {"grpo": {}}, "training": {**TRAINING, "rollouts": 2}})["grpo"]
+    out = tmp_path / "run"
+    rc = main([
+        "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+        "--grader", "tests._hostile_graders:hang_once", "--grading-timeout-s", "0.5",
+        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"), "--checkpoint-dir", str(out / "ckpt"),
+    ])
+    assert rc == 0 and (tmp_path / "hung").exists()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["grader_timeouts"] for r in records if r["rollout"] == 0} == {1}  # a per-rollout count on each update
+    assert {r["grader_timeouts"] for r in records if r["rollout"] == 1} == {0}
+    assert all(r["grader_errors"] == 0 for r in records)

@@ -13,8 +13,9 @@ DAPO's string replacements, commas are only dropped from well-formed thousands g
 (``1,000`` -> ``1000`` but ``1,2`` stays a list) and unit words are removed only as whole
 trailing words.
 
-``grade_many`` grades in worker *processes* (spawn context, so it is safe whatever the
-parent holds: threads, CUDA, ...). Work goes out in chunks; inside a worker each sample
+``GraderPool`` grades in worker *processes* (spawn context, so it is safe whatever the
+parent holds: threads, CUDA, ...); the score stage grades each file through one
+(``grade_many``), the trainer every rollout's rewards through one pool for the whole run. Work goes out in chunks; inside a worker each sample
 runs under a ``setitimer`` alarm in the worker's main thread, and the parent watches a
 shared progress record: a sample that outlives its timeout (e.g. stuck in C code that
 ignores the alarm) gets its worker killed, a sample that kills its worker is identified
@@ -270,6 +271,197 @@ class _Worker:
         return self.progress[_STAMP] > 0.0
 
 
+class GraderPool:
+    """Worker processes that grade with a hard per-sample timeout, reusable across batches.
+
+    ``grade(responses, answers)`` may be called many times (the trainer grades every
+    rollout through one pool); workers start on first use and are replaced when a grader
+    hangs or crashes one. A sample whose grader raises, outlives ``timeout_s`` or kills
+    its worker is incorrect with status ``error``/``timeout``; it is logged and the
+    others go on. Use as a context manager (or call :meth:`close`).
+    """
+
+    def __init__(self, grader: str = "answer_line", timeout_s: float = 5.0, workers: int = 1):
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        if int(workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        self.grader = grader
+        self.spec = worker_spec(grader)  # unknown graders fail here, in the caller, with a clear message
+        self.timeout_s = float(timeout_s)
+        self.workers = int(workers)
+        self.grace_s = max(1.0, 0.5 * timeout_s)
+        self.stall_s = max(60.0, 4.0 * timeout_s)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._pool: list[_Worker] = []
+        self._failures_logged = 0
+
+    def __enter__(self) -> "GraderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ workers
+    def _start_worker(self) -> _Worker:
+        self._starts += 1
+        if self._starts > self._max_starts:
+            raise RuntimeError(f"grader {self.grader!r}: worker processes keep dying; gave up after {self._starts - 1} starts")
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        progress = self._ctx.RawArray("d", 3)
+        proc = self._ctx.Process(target=_worker_main, args=(child_conn, progress, self.spec, self.timeout_s), daemon=True)
+        proc.start()
+        child_conn.close()
+        return _Worker(proc, parent_conn, progress)
+
+    @staticmethod
+    def _kill(w: _Worker) -> None:
+        if w.process.is_alive():
+            w.process.kill()
+        w.process.join(timeout=5)
+        w.conn.close()
+
+    def close(self) -> None:
+        """Stop the workers (politely, then by force)."""
+        for w in self._pool:
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 2.0
+        for w in self._pool:
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._kill(w)
+        self._pool = []
+
+    # ------------------------------------------------------------------ grading
+    def grade(self, responses: Sequence[str], answers: Sequence[str], chunk_size: int | None = None) -> list[GradeResult]:
+        """Grade ``responses[i]`` against ``answers[i]``; one result per response, in order."""
+        responses, answers = list(responses), list(answers)
+        if len(responses) != len(answers):
+            raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
+        total = len(responses)
+        if total == 0:
+            return []
+        if chunk_size is None:
+            chunk_size = max(1, min(512, math.ceil(total / (self.workers * 8))))
+        chunk_size = max(1, int(chunk_size))
+        self._results: list[GradeResult | None] = [None] * total
+        self._remaining = total
+        self._queue: collections.deque[list[int]] = collections.deque(
+            list(range(i, min(i + chunk_size, total))) for i in range(0, total, chunk_size)
+        )
+        self._starts = len(self._pool)
+        self._max_starts = self.workers + total + 16  # every restart settles >= 1 sample or splits a chunk
+        self._startup_deaths = 0  # consecutive workers that died before grading anything
+        self._next_chunk_id = 0
+        try:
+            while len(self._pool) < min(self.workers, total) or not self._pool:
+                self._pool.append(self._start_worker())
+            while self._remaining > 0:
+                self._dispatch(responses, answers)
+                busy = [w for w in self._pool if w.chunk is not None]
+                if not busy:
+                    if not self._queue:
+                        raise RuntimeError("grade_many: internal error, samples left with no work queued")
+                    continue
+                waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+                multiprocessing.connection.wait(waitables, timeout=min(0.2, self.grace_s))
+                for slot in range(len(self._pool)):
+                    self._collect(slot)
+        except BaseException:
+            self.close()  # a worker may hold a half-sent chunk: start clean next time
+            raise
+        return [r if r is not None else GradeResult(False, "error", "not graded") for r in self._results]
+
+    def _record(self, idx: int, res: GradeResult) -> None:
+        if self._results[idx] is None:
+            self._remaining -= 1
+        self._results[idx] = res
+        if res.status != "ok":
+            self._failures_logged += 1
+            if self._failures_logged <= 20:
+                logger.warning("grader %s: sample %d -> %s (%s); counted incorrect", self.grader, idx, res.status, res.message)
+            elif self._failures_logged == 21:
+                logger.warning("grader %s: further grading failures are not logged individually", self.grader)
+
+    def _dispatch(self, responses: list[str], answers: list[str]) -> None:
+        """Give every idle worker the next chunk of ungraded samples."""
+        for w in self._pool:
+            while w.chunk is None and self._queue:
+                chunk = [i for i in self._queue.popleft() if self._results[i] is None]
+                if not chunk:
+                    continue
+                w.chunk, w.chunk_id = chunk, self._next_chunk_id
+                self._next_chunk_id += 1
+                w.progress[_BUSY] = 0.0
+                w.sent_at = time.monotonic()
+                try:
+                    w.conn.send((w.chunk_id, [(i, responses[i], answers[i]) for i in chunk]))
+                except (OSError, ValueError):
+                    pass  # a dead worker; handled by _collect from its sentinel
+
+    def _collect(self, slot: int) -> None:
+        """Take worker ``slot``'s verdicts, or replace it if it died, hung or stalled."""
+        w = self._pool[slot]
+        if w.chunk is None:
+            return
+        msg = None
+        try:
+            if w.conn.poll():
+                msg = w.conn.recv()
+        except (EOFError, OSError):
+            msg = None
+        if msg is not None:
+            if msg[0] == "fatal":
+                raise ValueError(f"grader {self.grader!r} could not be loaded in a worker process: {msg[1]}")
+            chunk_id, out = msg
+            if chunk_id == w.chunk_id:
+                for idx, correct, status, message in out:
+                    self._record(idx, GradeResult(bool(correct), status, message))
+                w.chunk = None
+            return
+        now = time.monotonic()
+        if not w.process.is_alive():
+            code = w.process.exitcode
+            self._startup_deaths = 0 if w.ever_graded() else self._startup_deaths + 1
+            if self._startup_deaths >= 3:
+                raise RuntimeError(
+                    f"grader {self.grader!r}: worker processes die before grading anything (exit code {code}); "
+                    "they are started with multiprocessing 'spawn', which re-imports the caller's main "
+                    "module: is it importable and guarded by `if __name__ == '__main__':`?"
+                )
+            self._replace(slot, "error", f"grader crashed its worker process (exit code {code})")
+        elif w.progress[_BUSY] == 1.0 and now - w.progress[_STAMP] > self.timeout_s + self.grace_s:
+            self._replace(slot, "timeout", f"no verdict within {self.timeout_s:g}s; worker killed")
+        elif w.progress[_BUSY] == 0.0 and now - max(w.progress[_STAMP], w.sent_at) > self.stall_s:
+            self._replace(slot, "timeout", f"worker stalled for {self.stall_s:g}s outside a grader call; killed")
+
+    def _replace(self, slot: int, status: str, reason: str) -> None:
+        """Worker ``slot`` is gone or stuck: settle its culprit sample, re-queue the rest, start a new one."""
+        w = self._pool[slot]
+        chunk = w.chunk or []
+        busy = w.progress[_BUSY] == 1.0
+        pos = int(w.progress[_POS])
+        if not w.ever_graded():  # died before touching a sample: no culprit, retry as is
+            self._queue.appendleft(chunk)
+        elif busy and 0 <= pos < len(chunk):
+            self._record(chunk[pos], GradeResult(False, status, reason))
+            rest = [i for i in chunk if self._results[i] is None]
+            if rest:
+                self._queue.appendleft(rest)
+        elif len(chunk) > 1:  # died between samples: isolate each sample
+            for i in reversed(chunk):
+                if self._results[i] is None:
+                    self._queue.appendleft([i])
+        else:
+            for i in chunk:
+                self._record(i, GradeResult(False, status, reason))
+        w.chunk = None
+        self._kill(w)
+        self._pool[slot] = self._start_worker()
+
+
 def grade_many(
     responses: Sequence[str],
     answers: Sequence[str],
@@ -278,166 +470,7 @@ def grade_many(
     workers: int = 1,
     chunk_size: int | None = None,
 ) -> list[GradeResult]:
-    """Grade ``responses[i]`` against ``answers[i]`` in worker processes with a hard per-sample timeout.
-
-    A sample whose grader raises, hangs past ``timeout_s`` or kills its worker is
-    incorrect with status ``error``/``timeout``; it is logged and the others go on.
-    """
-    responses = list(responses)
-    answers = list(answers)
-    if len(responses) != len(answers):
-        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
-    if not (timeout_s > 0 and math.isfinite(timeout_s)):
-        raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
-    if int(workers) < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
-    spec = worker_spec(grader)  # unknown graders fail here, in the caller, with a clear message
-    total = len(responses)
-    if total == 0:
-        return []
-    workers = min(int(workers), total)
-    if chunk_size is None:
-        chunk_size = max(1, min(512, math.ceil(total / (workers * 8))))
-    chunk_size = max(1, int(chunk_size))
-
-    results: list[GradeResult | None] = [None] * total
-    queue: collections.deque[list[int]] = collections.deque(
-        list(range(i, min(i + chunk_size, total))) for i in range(0, total, chunk_size)
-    )
-    remaining = total
-    failures_logged = 0
-    grace_s = max(1.0, 0.5 * timeout_s)
-    stall_s = max(60.0, 4.0 * timeout_s)
-    max_starts = workers + total + 16  # every restart settles >= 1 sample or splits a chunk
-    starts = 0
-    startup_deaths = 0  # consecutive workers that died before grading anything
-    next_chunk_id = 0
-    ctx = multiprocessing.get_context("spawn")
-
-    def record(idx: int, res: GradeResult) -> None:
-        nonlocal remaining, failures_logged
-        if results[idx] is None:
-            remaining -= 1
-        results[idx] = res
-        if res.status != "ok":
-            failures_logged += 1
-            if failures_logged <= 20:
-                logger.warning("grader %s: sample %d -> %s (%s); counted incorrect", grader, idx, res.status, res.message)
-            elif failures_logged == 21:
-                logger.warning("grader %s: further grading failures are not logged individually", grader)
-
-    def start_worker() -> _Worker:
-        nonlocal starts
-        starts += 1
-        if starts > max_starts:
-            raise RuntimeError(f"grader {grader!r}: worker processes keep dying; gave up after {starts - 1} starts")
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        progress = ctx.RawArray("d", 3)
-        proc = ctx.Process(target=_worker_main, args=(child_conn, progress, spec, float(timeout_s)), daemon=True)
-        proc.start()
-        child_conn.close()
-        return _Worker(proc, parent_conn, progress)
-
-    def kill(w: _Worker) -> None:
-        if w.process.is_alive():
-            w.process.kill()
-        w.process.join(timeout=5)
-        w.conn.close()
-
-    def fail_chunk(w: _Worker, status: str, reason: str) -> None:
-        """The worker ``w`` is gone: settle its culprit sample and re-queue the rest."""
-        chunk = w.chunk or []
-        busy = w.progress[_BUSY] == 1.0
-        pos = int(w.progress[_POS])
-        if not w.ever_graded():  # died before touching a sample: no culprit, retry as is
-            queue.appendleft(chunk)
-        elif busy and 0 <= pos < len(chunk):
-            record(chunk[pos], GradeResult(False, status, reason))
-            rest = [i for i in chunk if results[i] is None]
-            if rest:
-                queue.appendleft(rest)
-        elif len(chunk) > 1:  # died between samples: isolate each sample
-            for i in reversed(chunk):
-                if results[i] is None:
-                    queue.appendleft([i])
-        else:
-            for i in chunk:
-                record(i, GradeResult(False, status, reason))
-        w.chunk = None
-
-    pool: list[_Worker] = []
-    try:
-        pool = [start_worker() for _ in range(workers)]
-        while remaining > 0:
-            for w in pool:
-                while w.chunk is None and queue:
-                    chunk = [i for i in queue.popleft() if results[i] is None]
-                    if not chunk:
-                        continue
-                    w.chunk, w.chunk_id = chunk, next_chunk_id
-                    next_chunk_id += 1
-                    w.progress[_BUSY] = 0.0
-                    w.sent_at = time.monotonic()
-                    try:
-                        w.conn.send((w.chunk_id, [(i, responses[i], answers[i]) for i in chunk]))
-                    except (OSError, ValueError):
-                        pass  # a dead worker; handled below from its sentinel
-            busy = [w for w in pool if w.chunk is not None]
-            if not busy:
-                if remaining > 0 and not queue:
-                    raise RuntimeError("grade_many: internal error, samples left with no work queued")
-                continue
-            waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
-            multiprocessing.connection.wait(waitables, timeout=min(0.2, grace_s))
-            now = time.monotonic()
-            for slot, w in enumerate(pool):
-                if w.chunk is None:
-                    continue
-                msg = None
-                try:
-                    if w.conn.poll():
-                        msg = w.conn.recv()
-                except (EOFError, OSError):
-                    msg = None
-                if msg is not None:
-                    if msg[0] == "fatal":
-                        raise ValueError(f"grader {grader!r} could not be loaded in a worker process: {msg[1]}")
-                    chunk_id, out = msg
-                    if chunk_id == w.chunk_id:
-                        for idx, correct, status, message in out:
-                            record(idx, GradeResult(bool(correct), status, message))
-                        w.chunk = None
-                    continue
-                if not w.process.is_alive():
-                    code = w.process.exitcode
-                    startup_deaths = 0 if w.ever_graded() else startup_deaths + 1
-                    if startup_deaths >= 3:
-                        raise RuntimeError(
-                            f"grader {grader!r}: worker processes die before grading anything (exit code {code}); "
-                            "they are started with multiprocessing 'spawn', which re-imports the caller's main "
-                            "module: is it importable and guarded by `if __name__ == '__main__':`?"
-                        )
-                    fail_chunk(w, "error", f"grader crashed its worker process (exit code {code})")
-                    kill(w)
-                    pool[slot] = start_worker()
-                    continue
-                if w.progress[_BUSY] == 1.0 and now - w.progress[_STAMP] > timeout_s + grace_s:
-                    fail_chunk(w, "timeout", f"no verdict within {timeout_s:g}s; worker killed")
-                    kill(w)
-                    pool[slot] = start_worker()
-                    continue
-                if w.progress[_BUSY] == 0.0 and now - max(w.progress[_STAMP], w.sent_at) > stall_s:
-                    fail_chunk(w, "timeout", f"worker stalled for {stall_s:g}s outside a grader call; killed")
-                    kill(w)
-                    pool[slot] = start_worker()
-    finally:
-        for w in pool:
-            try:
-                w.conn.send(None)
-            except (OSError, ValueError):
-                pass
-        deadline = time.monotonic() + 2.0
-        for w in pool:
-            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            kill(w)
-    return [r if r is not None else GradeResult(False, "error", "not graded") for r in results]
+    """Grade ``responses[i]`` against ``answers[i]`` in worker processes with a hard per-sample timeout
+    (a :class:`GraderPool` for one batch)."""
+    with GraderPool(grader, timeout_s, workers) as pool:
+        return pool.grade(responses, answers, chunk_size)

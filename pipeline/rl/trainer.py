@@ -56,7 +56,7 @@ from tqdm import tqdm
 from pipeline import io
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
-from pipeline.eval.grading import grade
+from pipeline.eval.grading import GraderPool
 from pipeline.models import load_model_and_tokenizer, model_fingerprint, save_model_atomically
 from pipeline.prompts import render_prompts
 from pipeline.rl import registry
@@ -87,15 +87,32 @@ class Rollout:
         return self.attention.sum(dim=1)
 
 
-def build_rollout(prompt_completions, answers, group_size, pad_id, grader) -> Rollout:
+def grade_rollout(prompt_completions, answers, pool: GraderPool) -> tuple[list[bool], dict[str, int]]:
+    """Correctness of every response, prompt by prompt; a truncated response is wrong
+    without being graded. Graded in the pool's worker processes under a hard per-sample
+    timeout: a hostile response that hangs or crashes the grader counts as wrong."""
+    finished = [(c.text, answer) for pc, answer in zip(prompt_completions, answers) for c in pc.completions if c.finish_reason == "stop"]
+    verdicts = iter(pool.grade([t for t, _ in finished], [a for _, a in finished]))
+    correct, failures = [], {"grader_timeouts": 0, "grader_errors": 0}
+    for pc in prompt_completions:
+        for c in pc.completions:
+            verdict = next(verdicts) if c.finish_reason == "stop" else None
+            correct.append(verdict is not None and verdict.correct)
+            if verdict is not None and verdict.status != "ok":
+                failures["grader_timeouts" if verdict.status == "timeout" else "grader_errors"] += 1
+    return correct, failures
+
+
+def build_rollout(prompt_completions, correct: list[bool], group_size, pad_id) -> Rollout:
+    """The rollout's tensors from the sampled responses and their correctness (+1 / -1)."""
     sequences, starts, scores, lengths = [], [], [], []
-    for pc, answer in zip(prompt_completions, answers):
+    flat = iter(correct)
+    for pc in prompt_completions:
         for c in pc.completions:
             response = c.sampled_ids  # every sampled token once, the EOS that ended it included
             sequences.append(pc.prompt_ids + response)
             starts.append(len(pc.prompt_ids))
-            correct = c.finish_reason == "stop" and grade(c.text, answer, grader)
-            scores.append(1.0 if correct else -1.0)
+            scores.append(1.0 if next(flat) else -1.0)
             lengths.append(len(response))
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -495,7 +512,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--template", required=True)
     parser.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
-    parser.add_argument("--grader", default="answer_line")
+    parser.add_argument("--grader", default="answer_line", help="a registered grader or module:function")
+    parser.add_argument("--grading-timeout-s", type=float, default=5.0, help="hard limit per graded rollout response")
+    parser.add_argument("--grading-workers", type=int, default=1, help="grader worker processes (per trainer process)")
     parser.add_argument("--out-model", required=True, help="directory for the trained model")
     parser.add_argument("--metrics", required=True, help="metrics JSONL (one record per policy update)")
     parser.add_argument("--checkpoint-dir", required=True, help="where periodic checkpoints live (resume source)")
@@ -720,6 +739,10 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(range(start_rollout, cfg["rollouts"]), desc=f"train {spec['name']} seed {seed}", disable=not (args.progress and procs.is_main))
     try:
         with _SigtermGuard(interruptible_sampling=not procs.distributed) as term, contextlib.ExitStack() as stack:
+            try:
+                graders = stack.enter_context(GraderPool(args.grader, args.grading_timeout_s, args.grading_workers))
+            except ValueError as err:
+                raise PipelineError(str(err)) from None
             metrics_fh = stack.enter_context(open(live_metrics, "a")) if procs.is_main else None
             timings_fh = stack.enter_context(open(timings_path, "a")) if procs.is_main else None
             for r in bar:
@@ -759,7 +782,8 @@ def run(args: argparse.Namespace) -> int:
                         )
                         outs = engine.generate_ids([prompt_ids_all[i] for i in idx], params)
                         sample_seconds = time.perf_counter() - t_step
-                        rollout = build_rollout(outs, [answers_all[i] for i in idx], G, tokenizer.pad_token_id, args.grader)
+                        correct, grading_failures = grade_rollout(outs, [answers_all[i] for i in idx], graders)
+                        rollout = build_rollout(outs, correct, G, tokenizer.pad_token_id)
 
                         # ---- 3. rollout policy's log-probs (and critic values), no grad, in
                         # length-sorted micro-batches
@@ -775,13 +799,17 @@ def run(args: argparse.Namespace) -> int:
                                     values[rows, :T] = critic(input_ids.to(procs.device), attention.to(procs.device)).float().cpu()
                         if values is not None:
                             values = values * rollout.mask
-                        ent_sum, n_tok, reward_sum, correct, n_resp, length_sum = procs.sum([
+                        ent_sum, n_tok, reward_sum, n_correct, n_resp, length_sum, timeouts, errors = procs.sum([
                             float((old_entropy * rollout.mask).sum()), float(rollout.mask.sum()),
                             float(rollout.scores.sum()), float((rollout.scores > 0).sum()),
                             float(len(rollout.scores)), float(rollout.response_lengths.sum()),
+                            grading_failures["grader_timeouts"], grading_failures["grader_errors"],
                         ])
                         rollout_entropy = ent_sum / max(n_tok, 1.0)
-                        rollout_stats = {"reward": reward_sum / n_resp, "accuracy": correct / n_resp, "response_length": length_sum / n_resp}
+                        rollout_stats = {
+                            "reward": reward_sum / n_resp, "accuracy": n_correct / n_resp, "response_length": length_sum / n_resp,
+                            "grader_timeouts": int(timeouts), "grader_errors": int(errors),
+                        }
                         global_accuracy = procs.gather_interleaved(rollout.group_accuracy)
 
                     # ---- 4. advantages (stored; never modified in place)

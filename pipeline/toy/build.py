@@ -122,17 +122,17 @@ def sft(model, examples, cfg: dict, pad_id: int, progress: bool) -> list[dict]:
 
 def greedy_accuracy(model, tokenizer, template: str, problems) -> dict[int, float]:
     """Greedy accuracy per difficulty level on held-out problems (a quick SFT diagnostic)."""
-    from pipeline.eval.grading import grade
+    from pipeline.eval.grading import grade_many
     from pipeline.sampling.base import SamplingParams
     from pipeline.sampling.hf import HFSampler
 
     sampler = HFSampler(model, tokenizer, batch_size=1024)
     params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=160, seed=0)
-    outs = sampler.generate([template.format(problem=p.problem) for p in problems], params)
+    outs = [o.completions[0] for o in sampler.generate([template.format(problem=p.problem) for p in problems], params)]
+    verdicts = grade_many([c.text for c in outs], [p.answer for p in problems], "answer_line")
     by_level: dict[int, list[bool]] = {}
-    for p, o in zip(problems, outs):
-        c = o.completions[0]
-        by_level.setdefault(p.difficulty, []).append(c.finish_reason == "stop" and grade(c.text, p.answer, "answer_line"))
+    for p, c, v in zip(problems, outs, verdicts):
+        by_level.setdefault(p.difficulty, []).append(c.finish_reason == "stop" and v.correct)
     return {d: sum(v) / len(v) for d, v in sorted(by_level.items())}
 
 
