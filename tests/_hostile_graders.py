@@ -49,3 +49,9 @@ def hang_once(response: str, answer: str) -> bool:
         while True:
             time.sleep(3600)
     return grade_answer_line(response, answer)
+
+
+def even_length(response: str, answer: str) -> bool:
+    """Not hostile: 'correct' when the response has an even number of characters, so that
+    an untrained model's rollouts get mixed rewards (tests of the trainer's statistics)."""
+    return len(response) % 2 == 0

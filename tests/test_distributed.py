@@ -173,6 +173,93 @@ def test_two_processes_under_accelerate_launch_match_one_process(tmp_path, tiny_
     assert json.loads((two / "ckpt" / "timings.jsonl").read_text().splitlines()[0])["processes"] == 2
 
 
+_NO_WARMUP = {"critic_warmup_rollouts": 0}
+
+
+@pytest.fixture(scope="module")
+def eos_model_dir(tmp_path_factory, tiny_model_dir, train_file):
+    """The untrained tiny model with its EOS output row pushed toward the mean final hidden
+    state of the training prompts, so that greedy responses end at varied lengths (an
+    untrained model otherwise never samples EOS in 16 tokens) and a length-based grader
+    gives mixed rewards."""
+    from pipeline.data.schema import read_problems
+    from pipeline.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    prompts = [tok(p + "\n").input_ids for p in read_problems(train_file)["problem"]]
+    with torch.no_grad():
+        hidden = torch.cat([model.model(input_ids=torch.tensor([p])).last_hidden_state[0] for p in prompts]).mean(0)
+        model.lm_head.weight[tok.eos_token_id] += 0.1 * hidden / hidden.norm()
+    out = tmp_path_factory.mktemp("eos_model")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "method, entry, keys",
+    [
+        # PPO: advantages whitened over the whole batch, not per process
+        ("ppo", {"estimator": _NO_WARMUP}, ("value_loss", "explained_variance")),
+        ("ppo_entropy_adv", {"estimator": _NO_WARMUP}, ("value_loss", "shaping_ratio")),
+        # Clip-Cov / KL-Cov: covariance centred, tokens counted and chosen over the whole
+        # mini-batch (on PPO's token-level advantages, which greedy rollouts leave nonzero)
+        ("ppo_clip_cov", {"preset": "ppo", "estimator": _NO_WARMUP,
+                          "loss": {"name": "clip_cov", "select_ratio": 0.05, "cov_low": -1e9, "cov_high": 1e9}}, ("cov_frac",)),
+        ("ppo_kl_cov", {"preset": "ppo", "estimator": _NO_WARMUP, "loss": {"name": "kl_cov", "select_ratio": 0.05}}, ("cov_frac",)),
+    ],
+)
+def test_batch_statistics_over_two_processes_match_one_process(tmp_path, eos_model_dir, train_file, method, entry, keys):
+    """Statistics of the whole batch (PPO's whitening; Clip-Cov / KL-Cov's covariance,
+    token counts and selection) are computed over both processes' tokens, so two
+    processes with micro-batches of 3 update as one process over the whole batch does.
+    Greedy rollouts (the same responses however prompts are split) and a grader that
+    rewards even-length responses (mixed rewards from an untrained model)."""
+    spec = spec_of(method, entry, top_p=1e-6, rollouts=2, minibatch_prompts=4)
+    spec["training"]["micro_batch_size"] = None
+    grader = ("--grader", "tests._hostile_graders:even_length")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(train_args(eos_model_dir, train_file, spec, one, *grader)) == 0
+    launch_two(eos_model_dir, train_file, {**spec, "training": {**spec["training"], "micro_batch_size": 3}}, two, *grader)
+    base = load_file(Path(eos_model_dir) / "model.safetensors")
+    moved = max_diff(weights(one), base)
+    assert moved > 1e-5
+    assert max_diff(weights(one), weights(two)) < 1e-3 * moved
+    a = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 4 and 0 < a[0]["accuracy"] < 1
+    # The critic starts with a zero head, so its backbone's first gradients are ~0 and AdamW
+    # turns their float noise into lr-sized steps: after the first rollout the critic (and
+    # the advantages it feeds) agree to 1e-3, the first rollout's statistics to 1e-4.
+    for ra, rb in zip(a, b):
+        for key in ("reward", "entropy", "pg_loss", "grad_norm", *keys):
+            rel = 1e-4 if ra["rollout"] == 0 and key not in ("value_loss", "explained_variance") else 1e-3
+            assert rb[key] == pytest.approx(ra[key], rel=rel, abs=1e-6, nan_ok=True), key
+
+
+@pytest.mark.parametrize("loss", [
+    {"name": "clip_cov", "select_ratio": 0.05, "cov_low": -1e9, "cov_high": 1e9},
+    {"name": "kl_cov", "select_ratio": 0.05},
+])
+def test_covariance_losses_micro_batched_match_one_pass(tmp_path, eos_model_dir, train_file, loss):
+    """Clip-Cov / KL-Cov centre, count and choose tokens over the whole mini-batch, so
+    micro-batches of 5 update exactly as one pass does (per micro-batch, the token count
+    alone was ~3x the nominal ratio on the toy)."""
+    entry = {"preset": "ppo", "estimator": _NO_WARMUP, "loss": loss}
+    grader = ("--grader", "tests._hostile_graders:even_length")
+    one, micro = tmp_path / "one", tmp_path / "micro"
+    assert main(train_args(eos_model_dir, train_file, spec_of("m", entry, micro_batch_size=None, minibatch_prompts=4), one, *grader)) == 0
+    assert main(train_args(eos_model_dir, train_file, spec_of("m", entry, micro_batch_size=5, minibatch_prompts=4), micro, *grader)) == 0
+    base = load_file(Path(eos_model_dir) / "model.safetensors")
+    moved = max_diff(weights(one), base)
+    assert moved > 1e-5 and max_diff(weights(one), weights(micro)) < 1e-3 * moved
+    a = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (micro / "metrics.jsonl").read_text().splitlines()]
+    for ra, rb in zip(a, b):
+        assert rb["cov_frac"] == ra["cov_frac"] and ra["cov_frac"] > 0
+        assert rb["pg_loss"] == pytest.approx(ra["pg_loss"], rel=1e-5, abs=1e-7)
+
+
 def test_fsdp_resume_restores_the_sharded_optimizer_state(tmp_path, tiny_model_dir, train_file):
     """A 2-process FSDP run stopped after rollout 1 and resumed gives the uninterrupted
     run's result: the AdamW moments were gathered into the checkpoint and re-sharded."""

@@ -84,7 +84,7 @@ def test_entropy_shaping_enlarges_the_step_on_high_entropy_tokens(tiny_model_dir
             adv = registry.entropy_advantage(adv, entropy, alpha=0.4, kappa=2.0)
         loss, _ = registry.clip_loss(
             logp, logp.detach(), adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=None,
-            aggregation="token-mean", generator=None, norm_length=None,
+            aggregation="token-mean", norm_length=None,
         )
         opt.zero_grad()
         loss.backward()

@@ -16,6 +16,8 @@ garbage such as ``nan`` in padding cannot leak into the result).
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 import torch
 from torch import Tensor
@@ -153,15 +155,30 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def masked_whiten(
+    x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8,
+    sum_over_processes: Callable[[list[float]], list[float]] | None = None,
+) -> Tensor:
     """Standardise ``x`` with the mean and unbiased variance of its valid positions.
 
     ``(x - mean) / sqrt(var + eps)``; with ``shift_mean=False`` the mean is added back
     (only the scale changes). Masked positions are 0 in the output. Used for PPO's
-    batch-whitened GAE advantages (SPEC section 3).
+    batch-whitened GAE advantages (Cheng et al. use verl's PPO, which whitens over the
+    whole batch). With several trainer processes, each holding part of the batch,
+    ``sum_over_processes`` (element-wise sum of a list of floats over every process) makes
+    the mean and variance those of the whole batch, as one process would compute them.
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
+    if sum_over_processes is None:
+        mean = masked_mean(x, mask)
+        var = masked_var(x, mask, unbiased=True)
+    else:
+        valid, xf = mask.bool(), _float(x)
+        total, count = sum_over_processes([float(torch.where(valid, xf, 0.0).sum()), float(valid.sum())])
+        if count < 2:
+            raise ValueError(f"masked_whiten needs at least 2 valid positions over all processes, got {int(count)}")
+        mean = total / count
+        (squares,) = sum_over_processes([float(torch.where(valid, (xf - mean) ** 2, 0.0).sum())])
+        var = torch.tensor(squares / (count - 1), dtype=xf.dtype)
     whitened = (_float(x) - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

@@ -137,6 +137,16 @@ class Processes:
     def any(self, flag: bool) -> bool:
         return self.sum([1.0 if flag else 0.0])[0] > 0
 
+    def gather_cat(self, local: torch.Tensor) -> torch.Tensor:
+        """A 1-D tensor of every process, concatenated in rank order (sizes may differ)."""
+        if not self.distributed:
+            return local
+        sizes = [int(n) for n in self.sum([float(local.numel()) if r == self.rank else 0.0 for r in range(self.world)])]
+        padded = torch.zeros(max(sizes), dtype=local.dtype, device=self.device)
+        padded[: local.numel()] = local.to(self.device)
+        stacked = self.accelerator.gather(padded[None]).cpu()  # [W, max size]
+        return torch.cat([stacked[r, : sizes[r]] for r in range(self.world)]).to(local.device)
+
     def gather_interleaved(self, local: torch.Tensor) -> torch.Tensor:
         """Per-prompt values of every process in global prompt order.
 

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from pipeline.rl.methods import check_params
+
 __all__ = [
     "AGGREGATIONS",
     "aggregate",
@@ -220,13 +222,99 @@ def token_covariance(advantages: Tensor, logp: Tensor, mask: Tensor) -> Tensor:
     """
     _check_same_shape(advantages=advantages, logp=logp, mask=mask)
     valid = mask.bool()
-    n = valid.sum().clamp(min=1)
-    with torch.no_grad():
-        dtype = torch.promote_types(torch.promote_types(advantages.dtype, logp.dtype), torch.float32)
-        a = torch.where(valid, advantages.detach().to(dtype), 0.0)
-        lp = torch.where(valid, logp.detach().to(dtype), 0.0)
-        cov = (a - a.sum() / n) * (lp - lp.sum() / n)
-        return torch.where(valid, cov, torch.zeros_like(cov))
+    dtype = torch.promote_types(torch.promote_types(advantages.dtype, logp.dtype), torch.float32)
+    cov = torch.zeros(valid.shape, dtype=dtype, device=valid.device)
+    cov[valid] = _centred_covariance(logp[valid], advantages[valid], SingleProcess)[0].to(dtype)
+    return cov
+
+
+class SingleProcess:
+    """The collectives a token selection needs, for one process holding the whole batch.
+
+    The trainer passes its :class:`pipeline.rl.distributed.Processes` instead, whose
+    ``sum`` adds floats over every process and ``gather_cat`` concatenates a 1-D tensor
+    over them in rank order, so a selection over several processes is the one a single
+    process would make over the whole mini-batch.
+    """
+
+    @staticmethod
+    def sum(values: list[float]) -> list[float]:
+        return [float(v) for v in values]
+
+    @staticmethod
+    def gather_cat(t: Tensor) -> Tensor:
+        return t
+
+
+def _centred_covariance(logp: Tensor, advantages: Tensor, world) -> tuple[Tensor, int]:
+    """Per-token ``(A - mean A)(logp - mean logp)`` over 1-D valid tokens, the means (and
+    the count returned) over the whole mini-batch of every process."""
+    a, lp = advantages.detach().double(), logp.detach().double()
+    a_sum, lp_sum, n = world.sum([float(a.sum()), float(lp.sum()), float(a.numel())])
+    n = int(n)
+    if n == 0:
+        return torch.zeros_like(a), 0
+    return (a - a_sum / n) * (lp - lp_sum / n), n
+
+
+def _canonical_order(keys: Tensor, first: Tensor | None = None) -> Tensor:
+    """Indices sorting ``keys`` ascending (or by ``first`` descending, ties by key): an order
+    that does not depend on micro-batching or on how prompts are split over processes."""
+    order = torch.argsort(keys, stable=True)
+    if first is not None:
+        order = order[torch.argsort(first[order], descending=True, stable=True)]
+    return order
+
+
+def clip_cov_selection(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, keys: Tensor, *, clip_low: float, clip_high: float,
+    select_ratio: float, cov_low: float, cov_high: float, generator: torch.Generator | None = None, world=SingleProcess,
+) -> Tensor:
+    """Clip-Cov's choice of tokens over a whole mini-batch (Cui et al.): a bool per token.
+
+    Inputs are 1-D over the valid tokens of this process's share of the mini-batch;
+    ``keys`` give each token's place in a canonical order (global response row, then
+    position), unique over processes. Candidates are tokens the PPO clip has NOT cut off
+    with ``cov_low < Cov < cov_high``, Cov centred on the whole mini-batch's means;
+    ``max(floor(select_ratio * N_valid), 1)`` of them (all, if fewer) are drawn uniformly
+    without replacement by ``generator`` from the candidates in canonical order, so the
+    choice is the same for any micro-batching and any number of processes.
+    """
+    _, is_clipped, _ = clipped_surrogate_per_token(logp, old_logp, advantages, clip_low, clip_high)
+    cov, n_valid = _centred_covariance(logp, advantages, world)
+    candidates = ~is_clipped & (cov > cov_low) & (cov < cov_high)
+    all_keys = world.gather_cat(keys[candidates])
+    n_select = min(_select_count(select_ratio, n_valid), all_keys.numel()) if n_valid else 0
+    if n_select == 0:
+        return torch.zeros_like(candidates)
+    ordered = all_keys[_canonical_order(all_keys)]
+    device = generator.device if generator is not None else ordered.device
+    chosen = ordered[torch.randperm(ordered.numel(), generator=generator, device=device)[:n_select].to(ordered.device)]
+    return candidates & torch.isin(keys, chosen)
+
+
+def kl_cov_selection(
+    logp: Tensor, advantages: Tensor, keys: Tensor, *, select_ratio: float, world=SingleProcess,
+) -> Tensor:
+    """KL-Cov's choice over a whole mini-batch: the ``max(floor(select_ratio * N_valid), 1)``
+    valid tokens of largest covariance (centred on the mini-batch), ties broken by the
+    canonical order of ``keys`` (see :func:`clip_cov_selection`)."""
+    cov, n_valid = _centred_covariance(logp, advantages, world)
+    if n_valid == 0:
+        return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+    all_cov, all_keys = world.gather_cat(cov), world.gather_cat(keys)
+    k = min(_select_count(select_ratio, n_valid), n_valid)
+    top = all_keys[_canonical_order(all_keys, first=all_cov)[:k]]
+    return torch.isin(keys, top)
+
+
+def _local_selection(select, mask: Tensor, **kwargs) -> Tensor:
+    """A ``[B, T]`` selection over this batch alone (the batch is the whole mini-batch)."""
+    valid = mask.bool()
+    keys = torch.arange(valid.numel(), device=valid.device).view_as(valid)[valid]
+    out = torch.zeros_like(valid)
+    out[valid] = select(keys=keys, **kwargs)
+    return out
 
 
 def clip_cov_loss(
@@ -242,38 +330,36 @@ def clip_cov_loss(
     generator: torch.Generator | None = None,
     agg: str = "token-mean",
     norm_length: int | None = None,
+    selected: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Clip-Cov (Cui et al., SPEC section 7): detach a few high-covariance tokens.
+    """Clip-Cov (Cui et al.): the clipped surrogate with a few high-covariance tokens detached.
 
-    Candidates are valid tokens that the PPO clip has NOT already cut off and whose
-    covariance satisfies ``cov_low < Cov < cov_high``. ``max(floor(select_ratio *
-    N_valid), 1)`` of them (or all, if fewer) are drawn uniformly without replacement
-    with ``torch.randperm(generator=generator)``, so a seeded generator reproduces the
-    choice. Their per-token loss is multiplied by 0 (verl's ``corr`` mask): they still
-    count in the aggregation's denominator but receive no gradient.
+    ``selected`` ([B, T] bool) names the tokens, chosen over the whole mini-batch by
+    :func:`clip_cov_selection` (the trainer does this before its micro-batches); without
+    it the choice is made over this batch. Their per-token loss is multiplied by 0
+    (verl's ``corr`` mask): they still count in the aggregation's denominator but receive
+    no gradient.
 
     Returns:
         ``(loss, stats)``: the clip stats of :func:`clipped_surrogate` plus
         ``cov_frac`` = selected / N_valid.
     """
-    if not 0 <= select_ratio <= 1:
-        raise ValueError(f"select_ratio must be a fraction in [0, 1], got {select_ratio!r}")
+    check_params("loss", "clip_cov", {"select_ratio": select_ratio})
     loss_mat, is_clipped, ratio = clipped_surrogate_per_token(logp, old_logp, advantages, clip_low, clip_high)
     valid = mask.bool()
-    n_valid = int(valid.sum().item())
-    cov = token_covariance(advantages, logp, mask)
-    candidates = valid & ~is_clipped & (cov > cov_low) & (cov < cov_high)
-    cand_idx = torch.nonzero(candidates.reshape(-1), as_tuple=True)[0]
-    n_select = min(_select_count(select_ratio, n_valid), cand_idx.numel()) if n_valid else 0
-    keep = torch.ones_like(loss_mat)
-    if n_select > 0:
-        device = generator.device if generator is not None else cand_idx.device
-        perm = torch.randperm(cand_idx.numel(), generator=generator, device=device).to(cand_idx.device)
-        chosen = cand_idx[perm[:n_select]]
-        keep.view(-1)[chosen] = 0.0
-    loss = aggregate(loss_mat * keep, mask, agg, norm_length)
+    if selected is None:
+        selected = _local_selection(
+            lambda keys: clip_cov_selection(
+                logp[valid], old_logp[valid], advantages[valid], keys, clip_low=clip_low, clip_high=clip_high,
+                select_ratio=select_ratio, cov_low=cov_low, cov_high=cov_high, generator=generator,
+            ),
+            mask,
+        )
+    selected = selected & valid
+    loss = aggregate(torch.where(selected, torch.zeros_like(loss_mat), loss_mat), mask, agg, norm_length)
     stats = _ratio_stats(logp, old_logp, advantages, ratio, valid, clip_low, clip_high)
-    stats["cov_frac"] = n_select / n_valid if n_valid else float("nan")
+    n_valid = int(valid.sum())
+    stats["cov_frac"] = int(selected.sum()) / n_valid if n_valid else float("nan")
     return loss, stats
 
 
@@ -286,11 +372,12 @@ def kl_cov_loss(
     kl_coef: float = 1.0,
     agg: str = "token-mean",
     norm_length: int | None = None,
+    selected: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """KL-Cov (Cui et al., SPEC section 7): no PPO clip; penalise the top-covariance tokens.
+    """KL-Cov (Cui et al.): no PPO clip; penalise the top-covariance tokens.
 
-    Per-token loss ``-A * ratio``; for the ``max(floor(select_ratio * N_valid), 1)``
-    valid tokens with the largest covariance (``torch.topk``; ties broken by topk),
+    Per-token loss ``-A * ratio``; for the ``selected`` tokens ([B, T] bool, chosen over
+    the whole mini-batch by :func:`kl_cov_selection`, or over this batch when None)
     ``kl_coef * |logp - old_logp|`` is added. ``select_ratio`` is a fraction (2e-3 at
     7B), not a percentage as in verl's ``k_percent``.
 
@@ -298,27 +385,22 @@ def kl_cov_loss(
         ``(loss, stats)``: ``cov_frac``, ``approx_kl``, ``ratio_mean`` and
         ``clipfrac_low = clipfrac_high = 0.0`` (nothing is clipped).
     """
-    if not 0 <= select_ratio <= 1:
-        raise ValueError(f"select_ratio must be a fraction in [0, 1], got {select_ratio!r}")
+    check_params("loss", "kl_cov", {"select_ratio": select_ratio})
     _check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     valid = mask.bool()
-    n_valid = int(valid.sum().item())
     log_ratio = (logp - old_logp).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     loss_mat = -advantages.detach() * ratio
-    n_select = min(_select_count(select_ratio, n_valid), n_valid)
-    if n_valid:
-        cov = token_covariance(advantages, logp, mask)
-        # Masked tokens get -inf so topk can never choose them.
-        scores = torch.where(valid, cov, torch.full_like(cov, -math.inf)).reshape(-1)
-        top = torch.topk(scores, n_select, largest=True).indices
-        penalty = torch.zeros(loss_mat.numel(), dtype=torch.bool, device=loss_mat.device)
-        penalty[top] = True
-        penalty = penalty.view_as(loss_mat)
-        loss_mat = loss_mat + torch.where(penalty, kl_coef * (logp - old_logp).abs(), torch.zeros_like(loss_mat))
+    if selected is None:
+        selected = _local_selection(
+            lambda keys: kl_cov_selection(logp[valid], advantages[valid], keys, select_ratio=select_ratio), mask
+        )
+    selected = selected & valid
+    loss_mat = loss_mat + torch.where(selected, kl_coef * (logp - old_logp).abs(), torch.zeros_like(loss_mat))
     loss = aggregate(loss_mat, mask, agg, norm_length)
     stats = _ratio_stats(logp, old_logp, advantages, ratio, valid, None, None)
-    stats["cov_frac"] = n_select / n_valid if n_valid else float("nan")
+    n_valid = int(valid.sum())
+    stats["cov_frac"] = int(selected.sum()) / n_valid if n_valid else float("nan")
     return loss, stats
 
 
@@ -358,6 +440,28 @@ def value_loss(
     return aggregate(loss_mat, mask, agg), {"value_clipfrac": clipfrac}
 
 
+def explained_variance_sums(values: Tensor, returns: Tensor, mask: Tensor) -> list[float]:
+    """``[n, sum R, sum R^2, sum D, sum D^2]`` over valid tokens, ``D = R - V``: sums that add
+    up over micro-batches and processes (:func:`explained_variance_from_sums`)."""
+    _check_same_shape(values=values, returns=returns, mask=mask)
+    valid = mask.bool()
+    r = returns.detach().double()[valid]
+    d = r - values.detach().double()[valid]
+    return [float(valid.sum()), float(r.sum()), float((r * r).sum()), float(d.sum()), float((d * d).sum())]
+
+
+def explained_variance_from_sums(sums: list[float]) -> float:
+    """``1 - Var(R - V) / Var(R)`` from :func:`explained_variance_sums`; ``nan`` when
+    ``Var(R)`` is 0 (to float64 rounding) or there is no valid token."""
+    n, r1, r2, d1, d2 = sums
+    if n == 0:
+        return float("nan")
+    var_r = r2 / n - (r1 / n) ** 2
+    if var_r <= 1e-12 * max(r2 / n, 1e-300):
+        return float("nan")
+    return 1.0 - (d2 / n - (d1 / n) ** 2) / var_r
+
+
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
     """``1 - Var(R - V) / Var(R)`` over valid tokens: 1 is a perfect critic, <= 0 useless.
 
@@ -365,16 +469,7 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
     Both variances use the same (population) normalisation, so the ratio does not
     depend on Bessel's correction.
     """
-    _check_same_shape(values=values, returns=returns, mask=mask)
-    valid = mask.bool()
-    if not bool(valid.any()):
-        return float("nan")
-    r = returns.detach().double()[valid]
-    v = values.detach().double()[valid]
-    var_r = float(r.var(unbiased=False).item())
-    if var_r == 0.0:
-        return float("nan")
-    return 1.0 - float((r - v).var(unbiased=False).item()) / var_r
+    return explained_variance_from_sums(explained_variance_sums(values, returns, mask))
 
 
 def entropy_bonus(

@@ -29,6 +29,9 @@ class EstimatorInput:
     mask: Tensor              # [B, T] response-token mask
     group_size: int
     values: Tensor | None     # [B, T] critic values at rollout time (GAE only)
+    # Several trainer processes: element-wise sum of a list of floats over all of them, for
+    # statistics of the whole batch (PPO's whitening). None: this process holds the batch.
+    sum_over_processes: Callable[[list[float]], list[float]] | None = None
 
 
 def grpo_estimator(inp: EstimatorInput, eps: float, scale: bool) -> tuple[Tensor, Tensor | None]:
@@ -49,7 +52,7 @@ def gae_estimator(
     rewards[torch.arange(mask.shape[0]), last] = inp.scores.float()
     advantages, returns = adv.gae(rewards, inp.values, mask, gamma, lam)
     if whiten:
-        advantages = adv.masked_whiten(advantages, mask)
+        advantages = adv.masked_whiten(advantages, mask, sum_over_processes=inp.sum_over_processes)
     return advantages, returns
 
 
@@ -75,7 +78,7 @@ SHAPINGS: dict[str, Callable[..., Tensor]] = {"none": no_shaping, "entropy_advan
 # --------------------------------------------------------------------------- policy losses
 
 
-def clip_loss(logp, old_logp, advantages, mask, *, clip_low, clip_high, dual_clip, aggregation, generator, norm_length):
+def clip_loss(logp, old_logp, advantages, mask, *, clip_low, clip_high, dual_clip, aggregation, norm_length, selected=None):
     return losses.clipped_surrogate(
         logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high,
         dual_clip=dual_clip, agg=aggregation, norm_length=norm_length,
@@ -84,18 +87,18 @@ def clip_loss(logp, old_logp, advantages, mask, *, clip_low, clip_high, dual_cli
 
 def clip_cov_loss(
     logp, old_logp, advantages, mask, *, clip_low, clip_high, aggregation, select_ratio, cov_low, cov_high,
-    generator, norm_length,
+    norm_length, selected,
 ):
     return losses.clip_cov_loss(
         logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high, select_ratio=select_ratio,
-        cov_low=cov_low, cov_high=cov_high, generator=generator, agg=aggregation, norm_length=norm_length,
+        cov_low=cov_low, cov_high=cov_high, agg=aggregation, norm_length=norm_length, selected=selected,
     )
 
 
-def kl_cov_loss(logp, old_logp, advantages, mask, *, aggregation, select_ratio, kl_coef, generator, norm_length):
+def kl_cov_loss(logp, old_logp, advantages, mask, *, aggregation, select_ratio, kl_coef, norm_length, selected):
     return losses.kl_cov_loss(
         logp, old_logp, advantages, mask, select_ratio=select_ratio, kl_coef=kl_coef,
-        agg=aggregation, norm_length=norm_length,
+        agg=aggregation, norm_length=norm_length, selected=selected,
     )
 
 
@@ -104,6 +107,25 @@ POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, dict]]] = {
     "clip_cov": clip_cov_loss,
     "kl_cov": kl_cov_loss,
 }
+
+
+# Losses that act on a few tokens chosen over the WHOLE mini-batch (Cui et al.'s token
+# covariance): before its micro-batches the trainer makes the choice with these, over 1-D
+# valid tokens of the mini-batch (and of every process, through ``world``), and passes it
+# to the loss as ``selected``.
+def clip_cov_select(logp, old_logp, advantages, keys, *, clip_low, clip_high, select_ratio, cov_low, cov_high,
+                    generator, world, **_):
+    return losses.clip_cov_selection(
+        logp, old_logp, advantages, keys, clip_low=clip_low, clip_high=clip_high, select_ratio=select_ratio,
+        cov_low=cov_low, cov_high=cov_high, generator=generator, world=world,
+    )
+
+
+def kl_cov_select(logp, old_logp, advantages, keys, *, select_ratio, generator, world, **_):
+    return losses.kl_cov_selection(logp, advantages, keys, select_ratio=select_ratio, world=world)
+
+
+TOKEN_SELECTIONS: dict[str, Callable[..., Tensor]] = {"clip_cov": clip_cov_select, "kl_cov": kl_cov_select}
 
 # --------------------------------------------------------------------------- regularizers
 

@@ -62,7 +62,7 @@ from pipeline.prompts import render_prompts
 from pipeline.rl import registry
 from pipeline.rl.entropy import logprobs_and_entropy
 from pipeline.rl.distributed import Processes
-from pipeline.rl.losses import aggregation_units, explained_variance, value_loss
+from pipeline.rl.losses import aggregation_units, explained_variance_from_sums, explained_variance_sums, value_loss
 from pipeline.sampling.base import SamplingParams, end_of_sequence_ids
 from pipeline.sampling.hf import HFSampler
 
@@ -732,6 +732,32 @@ def run(args: argparse.Namespace) -> int:
         logp, entropy = logp.float(), entropy.float()
         return (logp, entropy, T) if want_grad else (logp.cpu(), entropy.cpu(), T)
 
+    token_selection = registry.TOKEN_SELECTIONS.get(pol["name"])
+    key_stride = 1 << 24  # canonical token order: global response row, then position
+
+    def choose_tokens(select, micros, rollout, old_logp, advantages, generator) -> list[torch.Tensor]:
+        """The tokens a covariance-based loss acts on, chosen over the whole mini-batch (every
+        micro-batch of every process), per micro-batch as [rows, T] bools. A no-grad pass
+        gives the current policy's log-probs and entropies: the parameters are the ones the
+        micro-batches' gradients will be taken at."""
+        parts = []
+        for mrows in micros:
+            logp, entropy, T = forward(policy, mrows, rollout, want_grad=False)
+            valid = rollout.mask[mrows, :T].bool()
+            shaped = shaping(advantages[mrows, :T], entropy, **shaping_params)
+            keys = to_global_rows(mrows)[:, None] * key_stride + torch.arange(T)[None, :]
+            parts.append((valid, logp[valid], old_logp[mrows, :T][valid], shaped[valid], keys[valid]))
+        flat = [torch.cat([p[i] for p in parts]) for i in range(1, 5)]
+        picked = select(*flat, generator=generator, world=procs, **loss_params)
+        out, offset = [], 0
+        for valid, *_ in parts:
+            n = int(valid.sum())
+            mask = torch.zeros_like(valid)
+            mask[valid] = picked[offset : offset + n]
+            out.append(mask)
+            offset += n
+        return out
+
     t_start = time.time()
     r = start_rollout
     if start_rollout == 0 and update == 0:
@@ -814,7 +840,10 @@ def run(args: argparse.Namespace) -> int:
 
                     # ---- 4. advantages (stored; never modified in place)
                     reg_stats = regularizer.begin_rollout(global_accuracy, G)
-                    inp = registry.EstimatorInput(scores=rollout.scores, mask=rollout.mask, group_size=G, values=values)
+                    inp = registry.EstimatorInput(
+                        scores=rollout.scores, mask=rollout.mask, group_size=G, values=values,
+                        sum_over_processes=procs.sum if procs.distributed else None,
+                    )
                     advantages, returns = estimator(inp, **estimator_params)
                     _finite_tensor("advantages", advantages, f"rollout {r} (before update {update})")
                     shuffle = torch.Generator().manual_seed(io.stable_seed(seed, "minibatch", r))
@@ -824,8 +853,14 @@ def run(args: argparse.Namespace) -> int:
                 # ---- 5. policy updates over mini-batches of whole prompt groups
                 policy_on = r >= critic_warmup
                 for ep in range(first_epoch, epochs):
+                    # Epoch 0 takes the prompts in rollout order (already a seeded random draw
+                    # from the training set): mini-batch m is the same set of prompts however
+                    # many processes share the rollout, so W processes update exactly as one.
+                    # Later epochs reshuffle each process's own prompts.
                     if ep == first_epoch and first_order is not None:
                         prompt_order = first_order
+                    elif ep == 0:
+                        prompt_order = torch.arange(local_prompts)
                     else:
                         prompt_order = torch.randperm(local_prompts, generator=shuffle)
                     for start in range(first_start if ep == first_epoch else 0, local_prompts, local_mb):
@@ -839,14 +874,19 @@ def run(args: argparse.Namespace) -> int:
                         units = procs.sum([aggregation_units(rollout.mask[rows], aggregation)])[0]
                         acc = _MicroStats()
                         micros = micro_batches(rows, rollout.lengths, micro)
+                        # Clip-Cov / KL-Cov choose their tokens over the whole mini-batch first
+                        chosen = (
+                            choose_tokens(token_selection, micros, rollout, old_logp, advantages, selection)
+                            if token_selection is not None else [None] * len(micros)
+                        )
                         for m, mrows in enumerate(micros):
                             logp, entropy, T = forward(policy, mrows, rollout, want_grad=True)
                             mask = rollout.mask[mrows, :T].to(logp.device)
                             adv_mb = advantages[mrows, :T].to(logp.device)
                             shaped = shaping(adv_mb, entropy, **shaping_params)
                             pg_loss, stats = loss_fn(
-                                logp, old_logp[mrows, :T].to(logp.device), shaped, mask,
-                                generator=selection, norm_length=norm_length, **loss_params,
+                                logp, old_logp[mrows, :T].to(logp.device), shaped, mask, norm_length=norm_length,
+                                selected=None if chosen[m] is None else chosen[m].to(logp.device), **loss_params,
                             )
                             reg_term = regularizer.term(entropy, mask, to_global_rows(mrows), aggregation, norm_length)
                             weight = aggregation_units(mask, aggregation) / max(units, 1.0)
@@ -882,6 +922,7 @@ def run(args: argparse.Namespace) -> int:
                             engine_stale = full_policy_stale = True
                         if critic is not None:
                             v_acc = _MicroStats()
+                            ev_sums = [0.0] * 5  # explained variance over the whole mini-batch
                             for m, mrows in enumerate(micros):
                                 input_ids, attention, T = _trim(rollout, mrows)
                                 mask = rollout.mask[mrows, :T].to(procs.device)
@@ -896,7 +937,7 @@ def run(args: argparse.Namespace) -> int:
                                     _finite("value loss", v_loss, where)
                                 with procs.no_sync(critic, skip=m < len(micros) - 1):
                                     procs.backward(v_loss * weight * W)
-                                v_stats["explained_variance"] = explained_variance(v.detach(), returns[mrows, :T].to(procs.device), mask)
+                                ev_sums = [a + b for a, b in zip(ev_sums, explained_variance_sums(v, returns[mrows, :T].to(procs.device), mask))]
                                 v_acc.add(weight=weight, tokens=float(mask.sum()), pg_loss=v_loss.item(), reg_term=0.0, entropy_sum=0.0, stats=v_stats, shaping=None)
                             v_grad = procs.clip_grad_norm_(critic.parameters(), cfg["grad_clip"])
                             _finite("critic grad norm", v_grad, where)
@@ -907,6 +948,7 @@ def run(args: argparse.Namespace) -> int:
                             v_mean = v_acc.reduce(procs)
                             record.update(v_mean["stats"])
                             record["value_loss"] = v_mean["pg_loss"]
+                            record["explained_variance"] = explained_variance_from_sums(procs.sum(ev_sums))
                         update_seconds.append(round(time.perf_counter() - t_update, 4))
                         line = json.dumps(record) + "\n"
                         metrics_lines.append(line)
