@@ -76,6 +76,48 @@ def load_model_and_tokenizer(path: str | Path, trust_remote_code: bool = False, 
     return model, tokenizer
 
 
+def context_length(path: str | Path) -> int | None:
+    """The model's context window (``max_position_embeddings`` of its config.json), if it says."""
+    try:
+        value = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_context_budget(
+    model_dir: str | Path, longest_prompt: int, max_new_tokens: int, max_model_len: int | None = None, where: str = ""
+) -> int:
+    """Refuse, before any work, a protocol the model's context cannot hold; return the
+    context the engine needs (``max_model_len``, or prompt + response budget).
+
+    vLLM refuses ``max_model_len`` above the model's ``max_position_embeddings`` (e.g.
+    Qwen2.5-Math-7B: 4096), and a prompt plus ``max_new_tokens`` beyond it would be cut
+    short or run past the positions the model was trained on.
+    """
+    limit = context_length(model_dir)
+    need = longest_prompt + max_new_tokens
+    prefix = f"{where}: " if where else ""
+    if max_model_len is not None:
+        if limit is not None and max_model_len > limit:
+            raise PipelineError(
+                f"{prefix}max_model_len {max_model_len} exceeds the model's context of {limit} tokens "
+                f"(max_position_embeddings in {Path(model_dir) / 'config.json'})"
+            )
+        if need > max_model_len:
+            raise PipelineError(
+                f"{prefix}the longest prompt ({longest_prompt} tokens) + max_new_tokens ({max_new_tokens}) = {need} "
+                f"exceeds max_model_len {max_model_len}"
+            )
+        return max_model_len
+    if limit is not None and need > limit:
+        raise PipelineError(
+            f"{prefix}the longest prompt ({longest_prompt} tokens) + max_new_tokens ({max_new_tokens}) = {need} "
+            f"exceeds the model's context of {limit} tokens (max_position_embeddings in {Path(model_dir) / 'config.json'})"
+        )
+    return need
+
+
 def model_fingerprint(path: str | Path) -> dict:
     """What identifies a model directory's contents cheaply: its resolved path, config.json
     and every top-level file's size and modification time (a rebuilt model differs)."""

@@ -32,15 +32,6 @@ CHECKPOINT_RUNS = [
 ]
 CHECKPOINT_ANALYSIS = bool(ANALYSIS["checkpoints"]["enabled"] and CHECKPOINT_RUNS)
 ANALYSIS_DIR = f"{RESULTS}/analysis"
-ANALYSIS_CODE = (
-    "analysis/__init__.py",
-    "analysis/settings.py",
-    "analysis/annotate.py",
-    "analysis/pivotal.py",
-    "analysis/reflective.py",
-    "analysis/repetition.py",
-)
-TOKEN_CODE = ("analysis/__init__.py", "analysis/token_entropy.py", "rl/entropy.py", "models.py", "prompts.py", "data/schema.py")
 
 
 rule token_entropy:
@@ -56,7 +47,7 @@ rule token_entropy:
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
-        code=code_hash(*CORE_CODE, *TOKEN_CODE),
+        code=code_hash("token-entropy"),
     threads: config["threads"]["analyze"]
     resources:
         gpu=config["resources"]["analyze"]["gpu"],
@@ -69,7 +60,7 @@ rule token_entropy:
     benchmark:
         f"{BENCH}/token_entropy.tsv"
     shell:
-        "python -m pipeline token-entropy --model {input.models:q} --model-name {params.names:q}"
+        "{PY} -m pipeline token-entropy --model {input.models:q} --model-name {params.names:q}"
         " --samples {input.samples:q} --problems {input.problems:q} --analysis-json {params.cfg:q}"
         " --template {params.template:q} {params.chat} {params.trust} --out {output.tokens:q}"
         " --threads {threads} 2> {log:q}"
@@ -92,9 +83,7 @@ if CHECKPOINT_ANALYSIS:
             trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
             grader=config["grader"],
             timeout=config["grading"]["timeout_s"],
-            code=code_hash(
-                *CORE_CODE, *ANALYSIS_CODE, *TOKEN_CODE, *SAMPLER_CODE, "analysis/checkpoints.py", "eval/grading.py"
-            ),
+            code=code_hash("analyze-checkpoints", config["grader"]),
         threads: config["threads"]["analyze"]
         resources:
             gpu=config["resources"]["analyze"]["gpu"],
@@ -107,7 +96,7 @@ if CHECKPOINT_ANALYSIS:
         benchmark:
             f"{BENCH}/checkpoint_analysis.tsv"
         shell:
-            "python -m pipeline analyze-checkpoints --snapshots {input.snapshots:q} --run {params.runs:q}"
+            "{PY} -m pipeline analyze-checkpoints --snapshots {input.snapshots:q} --run {params.runs:q}"
             " --problems {input.problems:q} --analysis-json {params.cfg:q} --sampling-json {params.sampling:q}"
             " --template {params.template:q} {params.chat} {params.trust} --grader {params.grader:q}"
             " --grading-timeout-s {params.timeout} --out {output.tables:q} --threads {threads} 2> {log:q}"
@@ -166,10 +155,7 @@ rule exploration_analysis:
         tables_dir=lambda wc, output: os.path.dirname(output.tables[0]),
         figures_dir=lambda wc, output: os.path.dirname(output.entropy),
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
-        code=code_hash(
-            *CORE_CODE, *ANALYSIS_CODE, "analysis/stage.py", "analysis/stats.py", "analysis/rarity.py",
-            "analysis/figures.py", "analysis/token_entropy.py", "models.py",
-        ),
+        code=code_hash("analyze"),
     threads: config["threads"]["analyze"]
     resources:
         gpu=config["resources"]["analyze"]["gpu"],
@@ -182,7 +168,7 @@ rule exploration_analysis:
     benchmark:
         f"{BENCH}/exploration_analysis.tsv"
     shell:
-        "python -m pipeline analyze --tokens {input.tokens:q} --samples {input.samples:q} --models {params.names:q}"
+        "{PY} -m pipeline analyze --tokens {input.tokens:q} --samples {input.samples:q} --models {params.names:q}"
         " --base-model {input.base:q} --analysis-json {params.cfg:q} {params.checkpoints}"
         " --methods {params.methods:q} --tables-dir {params.tables_dir:q} --figures-dir {params.figures_dir:q}"
         " --sentences-out {output.sentences:q} {params.trust} --threads {threads} 2> {log:q}"

@@ -14,7 +14,7 @@ if config["world"] == "toy":
             cfg=as_json(config["base_model"]),
             world=as_json(config["toy"]),
             template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
-            code=code_hash(*CORE_CODE, "toy", *SAMPLER_CODE, "models.py", "eval/grading.py"),
+            code=code_hash("build-base-model"),
         threads: config["threads"]["build_base_model"]
         conda:
             ENV
@@ -23,7 +23,7 @@ if config["world"] == "toy":
         benchmark:
             f"{BENCH}/build_base_model.tsv"
         shell:
-            "python -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
+            "{PY} -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
             " --exclude {input.suites:q} --out {output.model:q} --metrics {output.metrics:q}"
             " --threads {threads} 2> {log:q}"
 
@@ -34,7 +34,7 @@ else:
             model=directory(f"{RESULTS}/models/base"),
         params:
             hub=as_json(config["base_model"]["hub"]),
-            code=code_hash(*CORE_CODE, "fetch.py", "models.py"),
+            code=code_hash("fetch-base-model"),
         conda:
             ENV
         log:
@@ -42,4 +42,4 @@ else:
         benchmark:
             f"{BENCH}/build_base_model.tsv"
         shell:
-            "python -m pipeline fetch-base-model --hub-json {params.hub:q} --out {output.model:q} 2> {log:q}"
+            "{PY} -m pipeline fetch-base-model --hub-json {params.hub:q} --out {output.model:q} 2> {log:q}"

@@ -1,14 +1,16 @@
 # Shared helpers: config validation, output paths, config slices and code hashes.
 
-import hashlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # the pipeline package, also when not pip-installed
+from pipeline.codehash import stage_code_hash
 from pipeline.config import ConfigError, check_config, method_specs
 from pipeline.io import stable_seed
 from pipeline.rl.methods import BASELINE_OF
@@ -24,16 +26,43 @@ validate(config, "../pipeline/schemas/config.schema.yaml")
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks/rules"
-# Jobs run `python` from the environment Snakemake itself runs in (e.g. .venv), even when
-# that environment is not activated; with --software-deployment-method conda, the rule's
-# conda environment comes first instead.
-shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
-ENV = "../envs/pipeline.yaml"
-# vLLM pins its own torch and needs CUDA: the sampling rule gets its own environment then.
-SAMPLE_ENV = "../envs/vllm.yaml" if config["sampling"]["backend"] == "vllm" else ENV
 METHODS = method_specs(config)
-# Training with vLLM rollouts runs in the vLLM environment (vLLM's own torch and CUDA).
-TRAIN_ENV = "../envs/vllm.yaml" if any(m["training"]["rollout_backend"] == "vllm" for m in METHODS.values()) else ENV
+
+# ---- software: which Python each rule runs
+# vLLM pins its own torch: the rules that use it (sampling with sampling.backend vllm,
+# training when a method has training.rollout_backend vllm) run in a second environment.
+#  * --software-deployment-method conda: each rule's conda environment (envs/*.yaml),
+#    `python` from it;
+#  * otherwise `environments:` in config names a virtual environment per kind (`make
+#    vllm-env` builds .venv-vllm), null = the interpreter running Snakemake (e.g. .venv).
+# The interpreter's path is interpolated, not a param: results stay valid on a machine
+# whose environments live elsewhere.
+USES_VLLM_SAMPLING = config["sampling"]["backend"] == "vllm"
+USES_VLLM_ROLLOUTS = any(m["training"]["rollout_backend"] == "vllm" for m in METHODS.values())
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+ENV = "../envs/pipeline.yaml"
+SAMPLE_ENV = "../envs/vllm.yaml" if USES_VLLM_SAMPLING else ENV
+TRAIN_ENV = "../envs/vllm.yaml" if USES_VLLM_ROLLOUTS else ENV
+
+
+def env_python(kind):
+    """The interpreter of the `environments.<kind>` virtual environment (see above)."""
+    if CONDA:
+        return "python"
+    env = config["environments"][kind] or (config["environments"]["pipeline"] if kind != "pipeline" else None)
+    if env is None:
+        return sys.executable
+    exe = os.path.abspath(os.path.join(env, "bin", "python"))
+    needed = kind == "pipeline" or (USES_VLLM_SAMPLING or USES_VLLM_ROLLOUTS)
+    if needed and not os.path.exists(exe):
+        print(f"warning: environments.{kind}: {exe} does not exist (make {'vllm-env' if kind == 'vllm' else 'install'})", file=sys.stderr)
+    return shlex.quote(exe)
+
+
+PY = env_python("pipeline")
+PY_VLLM = env_python("vllm")
+SAMPLE_PY = PY_VLLM if USES_VLLM_SAMPLING else PY
+TRAIN_PY = PY_VLLM if USES_VLLM_ROLLOUTS else PY
 SEEDS = config["seeds"]
 SUITES = list(config["suites"])
 TRAINED = [f"{m}/seed{s}" for m in METHODS for s in SEEDS]
@@ -52,25 +81,13 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def code_hash(*paths):
-    """Hash of the package sources behind a job (Snakemake cannot see imported modules).
-
-    Paths are relative to pipeline/; a directory means every .py file below it.
-    """
-    digest = hashlib.sha256()
-    root = Path(workflow.basedir) / "pipeline"
-    for rel in paths:
-        target = root / rel
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        for f in files:
-            digest.update(str(f.relative_to(root)).encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-# Modules every stage depends on, and the sampler (used by base model, training, sampling).
-CORE_CODE = ("__init__.py", "cli.py", "errors.py", "io.py")
-SAMPLER_CODE = ("sampling/base.py", "sampling/hf.py")
+def code_hash(stage, grader=None, data_files=()):
+    """Hash of every package source that `python -m pipeline <stage>` may run (the static
+    import closure of the stage's module, pipeline/codehash.py), of the module behind a
+    `module:function` grader, and of package data files (pipeline/-relative): Snakemake
+    cannot see imported modules, so a code change reruns exactly the jobs it affects."""
+    package = Path(workflow.basedir) / "pipeline"
+    return stage_code_hash(stage, grader, [package / f for f in data_files])
 
 
 # What defines a suite's problems (not how it is evaluated): changing K or n must not
@@ -88,8 +105,8 @@ def trainer_launcher():
     launch_config = config["distributed"]["accelerate_config"]
     processes = config["resources"]["train"]["gpu"]
     if not launch_config or processes <= 1:
-        return "python -m pipeline"
-    return f"accelerate launch --config_file {launch_config} --num_processes {processes} -m pipeline"
+        return "-m pipeline"
+    return f"-m accelerate.commands.launch --config_file {launch_config} --num_processes {processes} -m pipeline"
 
 
 def model_dir(wildcards):

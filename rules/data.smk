@@ -12,7 +12,7 @@ if config["world"] == "toy":
             world_cfg=as_json(config["toy"]),
             suites_cfg=as_json(suites_data_slice()),
             suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
-            code=code_hash(*CORE_CODE, "data/prepare.py", "data/schema.py", "toy/world.py"),
+            code=code_hash("prepare-data"),
         conda:
             ENV
         log:
@@ -20,7 +20,7 @@ if config["world"] == "toy":
         benchmark:
             f"{BENCH}/prepare_data.tsv"
         shell:
-            "python -m pipeline prepare-data --world {params.world:q} --world-json {params.world_cfg:q}"
+            "{PY} -m pipeline prepare-data --world {params.world:q} --world-json {params.world_cfg:q}"
             " --suites-json {params.suites_cfg:q} --suites-dir {params.suites_dir:q}"
             " --train-out {output.train:q} 2> {log:q}"
 
@@ -38,7 +38,7 @@ else:
             train_cfg=as_json(config["train_data"]),
             fail="--fail-on-overlap" if config["decontamination"]["fail"] else "",
             suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
-            code=code_hash(*CORE_CODE, "data/prepare_hub.py", "data/hub.py", "data/schema.py"),
+            code=code_hash("prepare-hub-data"),
         conda:
             ENV
         log:
@@ -46,6 +46,6 @@ else:
         benchmark:
             f"{BENCH}/prepare_data.tsv"
         shell:
-            "python -m pipeline prepare-hub-data --suites-json {params.suites_cfg:q} --train-json {params.train_cfg:q}"
+            "{PY} -m pipeline prepare-hub-data --suites-json {params.suites_cfg:q} --train-json {params.train_cfg:q}"
             " {params.fail} --suites-dir {params.suites_dir:q} --train-out {output.train:q}"
             " --report {output.decontamination:q} 2> {log:q}"

@@ -16,7 +16,7 @@ rule sample:
         seed=lambda wc: stable_seed("sample", wc.model, wc.suite),
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
-        code=code_hash(*CORE_CODE, *SAMPLER_CODE, "sampling/stage.py", "sampling/vllm_backend.py", "prompts.py", "models.py", "data/schema.py"),
+        code=code_hash("sample"),
     threads: config["threads"]["sample"]
     resources:
         gpu=config["resources"]["sample"]["gpu"],
@@ -29,7 +29,7 @@ rule sample:
     benchmark:
         f"{BENCH}/sample/{{model}}/{{suite}}.tsv"
     shell:
-        "python -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
+        "{SAMPLE_PY} -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
         " --sampling-json {params.sampling:q} --template {params.template:q} {params.chat} --seed {params.seed}"
         " --out {output.samples:q} {params.trust} --threads {threads} 2> {log:q}"
 
@@ -47,7 +47,7 @@ rule score:
         timeout=config["grading"]["timeout_s"],
         workers=config["grading"]["workers"],
         bootstrap=config["grading"]["bootstrap"],
-        code=code_hash(*CORE_CODE, "eval/score.py", "eval/grading.py", "eval/passk.py"),
+        code=code_hash("score", config["grader"]),
     conda:
         ENV
     log:
@@ -55,7 +55,7 @@ rule score:
     benchmark:
         f"{BENCH}/score/{{model}}/{{suite}}.tsv"
     shell:
-        "python -m pipeline score --problems {input.problems:q} --samples {input.samples:q}"
+        "{PY} -m pipeline score --problems {input.problems:q} --samples {input.samples:q}"
         " --model {wildcards.model} --suite {wildcards.suite} --k-max {params.k} --grader {params.grader:q}"
         " --timeout-s {params.timeout} --workers {params.workers} --bootstrap {params.bootstrap}"
         " --out-verdicts {output.verdicts:q} --out-passk {output.passk:q} 2> {log:q}"

@@ -57,12 +57,7 @@ rule tables:
         baselines=as_json(BASELINES),
         reported=reported_options(REPORT_SETTINGS, as_json(REPORT_SETTINGS["suite_map"])),
         out_dir=lambda wc, output: os.path.dirname(output.md),
-        code=code_hash(
-            *CORE_CODE,
-            "report/tables.py",
-            "report/reference.py",
-            *reference_files(REPORT_SETTINGS["reported"], PACKAGE_DIR),
-        ),
+        code=code_hash("tables", data_files=reference_files(REPORT_SETTINGS["reported"], PACKAGE_DIR)),
     conda:
         ENV
     log:
@@ -70,7 +65,7 @@ rule tables:
     benchmark:
         f"{BENCH}/tables.tsv"
     shell:
-        "python -m pipeline tables --passk {input.passk:q} --methods {params.methods:q}"
+        "{PY} -m pipeline tables --passk {input.passk:q} --methods {params.methods:q}"
         " --suites {params.suites:q} --comparisons {params.comparisons:q} --baselines {params.baselines:q}"
         " {params.reported} --out-dir {params.out_dir:q} 2> {log:q}"
 
@@ -99,7 +94,7 @@ rule paired_bootstrap:
         bootstrap=REPORT_SETTINGS["bootstrap"],
         seed=REPORT_SETTINGS["seed"],
         out_dir=lambda wc, output: os.path.dirname(output.md),
-        code=code_hash(*CORE_CODE, "report/compare.py", "report/tables.py", "eval/passk.py"),
+        code=code_hash("compare"),
     conda:
         ENV
     log:
@@ -107,7 +102,7 @@ rule paired_bootstrap:
     benchmark:
         f"{BENCH}/paired_bootstrap.tsv"
     shell:
-        "python -m pipeline compare --passk {input.passk:q} --baselines {params.baselines:q}"
+        "{PY} -m pipeline compare --passk {input.passk:q} --baselines {params.baselines:q}"
         " --methods {params.methods:q} --suites {params.suites:q} --bootstrap {params.bootstrap}"
         " --seed {params.seed} --out-dir {params.out_dir:q} 2> {log:q}"
 
@@ -132,7 +127,7 @@ rule crossing:
         methods=list(METHODS),
         suites=SUITES,
         out_dir=lambda wc, output: os.path.dirname(output.md),
-        code=code_hash(*CORE_CODE, "report/crossing.py", "report/tables.py"),
+        code=code_hash("crossing"),
     conda:
         ENV
     log:
@@ -140,7 +135,7 @@ rule crossing:
     benchmark:
         f"{BENCH}/crossing.tsv"
     shell:
-        "python -m pipeline crossing --passk {input.passk:q} --methods {params.methods:q}"
+        "{PY} -m pipeline crossing --passk {input.passk:q} --methods {params.methods:q}"
         " --suites {params.suites:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
@@ -176,7 +171,7 @@ rule figures:
         # Fig. "entropy control": GRPO and the entropy-control strategies (all methods if none)
         entropy_methods=comparison_tables().get("entropy_control", list(METHODS)),
         out_dir=lambda wc, output: os.path.dirname(output.dynamics),
-        code=code_hash(*CORE_CODE, "report/figures.py"),
+        code=code_hash("figures"),
     conda:
         ENV
     log:
@@ -184,7 +179,7 @@ rule figures:
     benchmark:
         f"{BENCH}/figures.tsv"
     shell:
-        "python -m pipeline figures --passk {input.passk:q} --metrics {input.metrics:q}"
+        "{PY} -m pipeline figures --passk {input.passk:q} --metrics {input.metrics:q}"
         " --metrics-runs {params.runs:q} --methods {params.methods:q} --entropy-methods {params.entropy_methods:q}"
         " --out-dir {params.out_dir:q} 2> {log:q}"
 
@@ -207,13 +202,7 @@ rule report_md:
     params:
         config=as_json(report_config(config, list(METHODS), BASELINES, SEEDS, SUITES)),
         paper_context=option("--paper-context", REPORT_SETTINGS["paper_context"]),
-        code=code_hash(
-            *CORE_CODE,
-            "report/report.py",
-            "report/reference.py",
-            "report/tables.py",
-            *reference_files(REPORT_SETTINGS["paper_context"], PACKAGE_DIR),
-        ),
+        code=code_hash("report", data_files=reference_files(REPORT_SETTINGS["paper_context"], PACKAGE_DIR)),
     conda:
         ENV
     log:
@@ -221,7 +210,7 @@ rule report_md:
     benchmark:
         f"{BENCH}/report_md.tsv"
     shell:
-        "python -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
+        "{PY} -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
         " --crossing {input.crossing:q} --figures {input.figures:q} --config {params.config:q}"
         " {params.paper_context} --exploration-tables {input.exploration:q}"
         " --exploration-figures {input.exploration_figures:q} --out {output.md:q} 2> {log:q}"

@@ -24,7 +24,7 @@ rule train:
         # several GPUs: one process per GPU through `accelerate launch` (pipeline/rl/distributed.py)
         launcher=trainer_launcher(),
         sharding=f"--sharding {config['distributed']['sharding']}",
-        code=code_hash(*CORE_CODE, "rl", *SAMPLER_CODE, "prompts.py", "models.py", "data/schema.py", "eval/grading.py"),
+        code=code_hash("train", config["grader"]),
     threads: config["threads"]["train"]
     resources:
         gpu=config["resources"]["train"]["gpu"],
@@ -37,7 +37,7 @@ rule train:
     benchmark:
         f"{BENCH}/train/{{method}}/seed{{seed}}.tsv"
     shell:
-        "{params.launcher} train --base-model {input.base:q} --train-problems {input.problems:q}"
+        "{TRAIN_PY} {params.launcher} train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
         " --grader {params.grader:q} {params.grading} --out-model {output.model:q} --metrics {output.metrics:q}"
         " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.sharding} {params.trust} --threads {threads} 2> {log:q}"

@@ -71,3 +71,29 @@ def test_editing_plotting_code_reruns_only_reports(repo):
         figures.write_text(original)
     assert "figures" in jobs
     assert set(jobs) <= {"figures", "report_md", "all"}
+
+
+def _edited(repo, module, config):
+    path = repo / "pipeline" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# a change\n")
+        return planned_jobs(repo, config)
+    finally:
+        path.write_text(original)
+
+
+def test_editing_a_grader_module_that_is_not_the_configured_grader_reruns_nothing(repo):
+    """Rules hash their stage's import closure plus the configured grader's module
+    (pipeline/codehash.py; tests/test_codehash.py: with grader math_verify, math_graders.py,
+    once in no rule's hash, is in the score and train hashes). The micro run grades with
+    answer_line, so an edit of the Math-Verify graders reruns nothing."""
+    assert _edited(repo, "eval/math_graders.py", repo / "tests" / "data" / "micro_config.yaml") == {}
+
+
+def test_editing_the_vllm_backend_reruns_training_and_sampling(repo):
+    """The train stage imports the vLLM backend lazily (rollouts); a hand-kept list missed it."""
+    jobs = _edited(repo, "sampling/vllm_backend.py", repo / "tests" / "data" / "micro_config.yaml")
+    assert {"train", "sample"} <= set(jobs), jobs
+    assert jobs["sample"] == 6 and jobs["train"] == 2  # every sampling job (base model too) and training job
+    assert not {"prepare_data", "build_base_model"} & set(jobs)

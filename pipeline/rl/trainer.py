@@ -57,7 +57,7 @@ from pipeline import io
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.eval.grading import GraderPool
-from pipeline.models import load_model_and_tokenizer, model_fingerprint, save_model_atomically
+from pipeline.models import check_context_budget, load_model_and_tokenizer, model_fingerprint, save_model_atomically
 from pipeline.prompts import render_prompts
 from pipeline.rl import registry
 from pipeline.rl.entropy import logprobs_and_entropy
@@ -587,8 +587,19 @@ def run(args: argparse.Namespace) -> int:
         estimator_params = {k: estimator_params[k] for k in ("gamma", "lam", "whiten")}
     estimator = registry.ESTIMATORS[est["name"]]
 
-    n_problems = len(problems)
     prompt_ids_all = [tokenizer(p).input_ids for p in render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)]
+    if cfg["max_prompt_tokens"] is not None:  # e.g. 1024 + 3072 response tokens in a 4096 context
+        keep = [i for i, p in enumerate(prompt_ids_all) if len(p) <= cfg["max_prompt_tokens"]]
+        log.info("training.max_prompt_tokens %d: %d of %d training prompts kept", cfg["max_prompt_tokens"], len(keep), len(problems))
+        if not keep:
+            raise PipelineError(f"training.max_prompt_tokens {cfg['max_prompt_tokens']}: no training prompt is that short")
+        problems = problems.iloc[keep].reset_index(drop=True)
+        prompt_ids_all = [prompt_ids_all[i] for i in keep]
+    n_problems = len(problems)
+    # A rollout must fit the model's context (checked now, not at the first long prompt).
+    engine_len = check_context_budget(
+        args.base_model, max(map(len, prompt_ids_all)), cfg["max_new_tokens"], where="training"
+    )
     answers_all = list(problems["answer"])
 
     # ---- resume: the newest intact checkpoint of this very run, if any
@@ -660,6 +671,7 @@ def run(args: argparse.Namespace) -> int:
         engine = VLLMRollouts(
             args.base_model, seed=io.stable_seed(seed, "vllm-engine", rank),
             gpu_memory_utilization=cfg["vllm_gpu_memory_utilization"], trust_remote_code=args.trust_remote_code,
+            max_model_len=engine_len,
             eos_token_ids=end_of_sequence_ids(tokenizer, bare_policy.generation_config),
         )
     else:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from pipeline import io
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
-from pipeline.models import check_model_dir, load_model_and_tokenizer, model_fingerprint
+from pipeline.models import check_context_budget, check_model_dir, load_model_and_tokenizer, model_fingerprint
 from pipeline.prompts import render_prompts
 from pipeline.sampling.base import SamplingParams
 
@@ -168,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         sampler, tokenizer = make_sampler(args.model, cfg, args.progress, args.trust_remote_code)
         prompts = render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)
+        longest = max(len(tokenizer(p).input_ids) for p in prompts)
+        check_context_budget(args.model, longest, cfg["max_new_tokens"], cfg.get("max_model_len"), where="sampling")
         for i in tqdm(todo, desc="shards", unit="shard", disable=not args.progress or len(todo) < 2):
             start = starts[i]
             params = SamplingParams(
