@@ -151,3 +151,16 @@ def test_the_trainer_scores_with_its_rollout_temperature(tmp_path, tiny_model_di
 def test_the_critic_weight_decay_comes_from_the_config(tmp_path, tiny_model_dir, train_file):
     state = _train(tmp_path / "wd", tiny_model_dir, train_file, "ppo", {"estimator": {"critic_weight_decay": 0.0}})
     assert [g["weight_decay"] for g in state["critic_optimizer"]["param_groups"]] == [0.0]
+
+
+def test_the_timings_log_says_what_the_run_trained_in(tmp_path, bf16_model_dir, train_file):
+    """fp32 master weights; with training.precision bf16 the forward passes compute in bf16."""
+    spec = method_specs({"methods": {"grpo": {}}, "training": {**TRAINING, "precision": "bf16"}})["grpo"]
+    out = tmp_path / "bf16"
+    assert main([
+        "train", "--base-model", str(bf16_model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"), "--checkpoint-dir", str(out / "ckpt"),
+    ]) == 0
+    (timing,) = [json.loads(x) for x in (out / "ckpt" / "timings.jsonl").read_text().splitlines()]
+    assert (timing["param_dtype"], timing["compute_dtype"]) == ("float32", "bfloat16")

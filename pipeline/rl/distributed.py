@@ -40,7 +40,10 @@ class Processes:
             raise ValueError(f"unknown sharding {sharding!r}; expected ddp or fsdp")
         cuda = torch.cuda.is_available()
         self.precision = precision
-        self.accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not cuda)
+        # Mixed precision is this class's own autocast (``autocast`` below), the same for one
+        # process, DDP and FSDP; accelerate's would wrap only DDP models (and its state is a
+        # per-process singleton that refuses a second precision in one interpreter).
+        self.accelerator = Accelerator(mixed_precision="no", cpu=not cuda)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.device = self.accelerator.device

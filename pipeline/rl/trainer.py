@@ -770,6 +770,14 @@ def run(args: argparse.Namespace) -> int:
             offset += n
         return out
 
+    # What the run trains in, as measured (logged with the timings): master weights and the
+    # dtype forward passes compute in (bf16 under training.precision bf16's autocast).
+    with torch.no_grad(), procs.autocast():
+        probe = policy(input_ids=torch.tensor([prompt_ids_all[0][:4]], device=procs.device)).logits
+    dtypes = {"param_dtype": str(next(policy.parameters()).dtype).removeprefix("torch."),
+              "compute_dtype": str(probe.dtype).removeprefix("torch.")}
+    del probe
+
     t_start = time.time()
     r = start_rollout
     if start_rollout == 0 and update == 0:
@@ -988,7 +996,7 @@ def run(args: argparse.Namespace) -> int:
                 if timings_fh is not None:
                     _append(timings_fh, json.dumps({
                         "rollout": r, "sample_seconds": round(sample_seconds, 4), "update_seconds": update_seconds,
-                        "step_seconds": round(time.perf_counter() - t_step, 4), "processes": W,
+                        "step_seconds": round(time.perf_counter() - t_step, 4), "processes": W, **dtypes,
                     }) + "\n", timings_path)
 
                 # ---- 6. end of step: the regularizer observes the step's entropy (AER adapts alpha)
