@@ -53,7 +53,7 @@ def test_paper_config_dry_run_lists_the_job_graph_with_gpus(config, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     # training runs one process per GPU through accelerate, sharded, bf16, vLLM rollouts
-    launch = f"accelerate launch --config_file {cfg['distributed']['accelerate_config']} --num_processes {cfg['resources']['train']['gpu']} -m pipeline train"
+    launch = f"-m accelerate.commands.launch --config_file {cfg['distributed']['accelerate_config']} --num_processes {cfg['resources']['train']['gpu']} -m pipeline train"
     assert out.count(launch) == len(cfg["methods"]) * len(cfg["seeds"])
     assert "--sharding fsdp" in out and '"precision":"bf16"' in out and '"rollout_backend":"vllm"' in out
     n_runs = len(cfg["methods"]) * len(cfg["seeds"])
