@@ -2,32 +2,57 @@
 normalised problem schema of :mod:`pipeline.data.schema`.
 
 ``BENCHMARKS`` describes each dataset: hub id, config(s), split, where the problem and the
-answer live, its own id column, and its quirks. ``load_benchmark(name, ...)`` returns a
-DataFrame with exactly the schema's columns (``id``, ``problem``, ``answer``,
-``difficulty``, ``source``; dtypes as ``problems_frame`` makes them) and checks the row
-count (``PipelineError`` naming the dataset, expected vs got).
+answer live, its own id column, its quirks, its row counts and the commit the paper
+configs pin (``known_revision``). ``load_benchmark(name, ...)`` returns a DataFrame with
+exactly the schema's columns (``id``, ``problem``, ``answer``, ``difficulty``,
+``source``; dtypes as ``problems_frame`` makes them), checks the row counts
+(``PipelineError`` naming the dataset, expected vs got) and records where the rows came
+from in ``frame.attrs["provenance"]`` (``provenance(frame)``; the data stage writes it
+into its report).
+
+Benchmarks (the paper's evaluation suites and training set, plus alternatives):
+
+* ``aime24`` ``HuggingFaceH4/aime_2024`` (train, 30) - ``aime25`` ``opencompass/AIME2025``
+  configs ``AIME2025-I`` + ``AIME2025-II`` (test, 15 + 15) - ``amc23``
+  ``AI-MO/aimo-validation-amc`` (train, all 83 rows: 43 AMC 12 2022 + 40 AMC 12 2023;
+  Cheng et al.'s AMC23 Pass@128 values are multiples of 1/83) - ``math500``
+  ``HuggingFaceH4/MATH-500`` (test, 500) - ``dapo17k``
+  ``BytedTsinghua-SIA/DAPO-Math-17k`` (train, 1,791,700 rows, 17,398 distinct problems).
+* Alternatives (not what Cheng et al. report on): ``aime24_mathai`` ``math-ai/aime24``
+  (test, 30; the answer is the ``\boxed{}`` of its ``solution`` column),
+  ``aime25_mathai`` ``math-ai/aime25`` (test, 30), ``amc23_mathai`` ``math-ai/amc23``
+  (test, 40: AMC 12 2023 only, so its Pass@K is not comparable with the paper's 83-row
+  AMC23).
 
 Where the data comes from (exactly one):
 
-* the hub (default): ``load_dataset(hub_id, config, split=..., revision=...)``. Pinning is
-  mandatory: ``revision`` (a commit hash) must be given, there is no default (the specs'
-  ``revision`` is ``None`` = "must be given in the config"). A load without one raises.
+* the hub (default): ``load_dataset(hub_id, config, split=..., revision=...)`` through
+  :func:`hub_load_dataset`. Pinning is mandatory: ``revision`` (a commit hash) must be
+  given (the paper configs pin ``known_revision``); a hub load without one raises, naming
+  the known commit.
 * ``data_files``: local json/jsonl/parquet/csv files in the dataset's OWN column layout
   (e.g. a download of the hub repository's data files), read with the ``datasets``
   builder named by their extension. Several files are concatenated in the order given
   (AIME 2025: the ``AIME2025-I`` file, then the ``AIME2025-II`` file).
 * ``path``: a local directory, either written by ``save_to_disk`` (a ``Dataset`` — for
   AIME 2025 both configs' rows, I then II — or a ``DatasetDict`` holding the spec's split)
-  or a script-free dataset directory (a clone of the hub repository) loaded with
-  ``load_dataset(path, config, split=...)``.
+  or a script-free dataset directory (a clone of the hub repository, or a mirror written
+  by ``rehearsal.mirrors``) loaded with ``load_dataset(path, config, split=...)``.
 
-Local loads need no revision; every mapping, quirk and check below applies to all three.
+Local loads need no revision (one given is recorded in the provenance, not checked);
+every mapping, quirk and check below applies to all three.
+
+Row counts: the spec's counts are asserted unless ``expected_rows`` is given (an exact
+count or an inclusive ``[low, high]`` range, e.g. for a small local mirror); for
+DAPO-Math-17k ``expected_rows`` is the number of distinct problems, and giving it also
+turns off the check of the raw row count (1,791,700) and of the number of conflicting
+problems (7, a warning when it differs).
 
 Mapping and quirks:
 
 * ids: ``<benchmark>-<own id>`` where the dataset has an id column (AIME 2024 and AMC
-  ``id``, MATH-500 ``unique_id``, DAPO ``extra_info.index``), else ``<benchmark>-<row>``
-  (row position after de-duplication). Ids must be unique.
+  ``id``, MATH-500 ``unique_id``, DAPO ``extra_info.index``, the math-ai sets ``id``),
+  else ``<benchmark>-<row>`` (row position after de-duplication). Ids must be unique.
 * answers are strings; numeric answers become canonical strings: ``8.0`` -> ``"8"``,
   ``0.5`` -> ``"0.5"`` (AMC stores its answers as floats).
 * AIME 2025: the degree sign of the one answer written ``...^\\circ`` is removed.
@@ -39,8 +64,14 @@ Mapping and quirks:
   present so that training and evaluation problems are bare problem texts and the prompt
   template adds the instruction uniformly (``DAPO_TEMPLATE`` re-creates DAPO's prompt
   exactly). The ~1.79M rows are ~100x duplicates: rows are de-duplicated by the stripped
-  problem text keeping the first occurrence, and the kept count must lie in the expected
-  range (default 17,000-18,000).
+  problem text, keeping the first occurrence (its id, in order of first appearance).
+  **Conflicting duplicates** (``CONFLICT_RULE``): a problem whose copies carry more than
+  one distinct answer (canonical strings compared, numbers by value: ``7.0`` = ``7``; 7
+  problems in the pinned revision) is
+  DROPPED entirely — its reward would be wrong for some share of its copies whichever
+  answer were kept, and a majority is not defined for an even split. The dropped problems
+  (id, answers and how many rows carry each) are logged and listed in the provenance;
+  the pinned revision yields 17,398 - 7 = 17,391 training problems.
 
 ``decontamination_report`` / ``check_decontamination`` compare training problems with the
 evaluation suites by normalised text.
@@ -72,10 +103,14 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 # A prompt template (``str.format`` with ``{problem}``) that rebuilds DAPO's prompt from a bare problem.
 DAPO_TEMPLATE = DAPO_PREFIX + "{problem}" + DAPO_SUFFIX
 
+# What the de-duplication does with a problem whose copies disagree on the answer.
+CONFLICT_RULE = "drop"
+
 _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°)\s*$")
 _LEVEL_RE = re.compile(r"(-?\d+)")
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_BOXED_RE = re.compile(r"\\boxed\s*\{")
 
 ExpectedRows = int | tuple[int, int]
 
@@ -85,7 +120,12 @@ class BenchmarkSpec:
     """How one dataset maps to the problem schema.
 
     Field paths use dots: ``"prompt.0.content"`` is ``row["prompt"][0]["content"]``.
-    ``revision`` is the pinned hub revision; ``None`` means it must be given in the config.
+    ``known_revision`` is the commit of the hub repository the paper configs pin (SPEC §8;
+    pinned by several independent public projects); the loader never uses it implicitly:
+    a hub load takes the config's ``revision``. ``expected_rows`` is the row count after
+    de-duplication (the distinct problems) for ``dedup_problems`` datasets, whose raw
+    rows are ``expected_raw_rows`` and whose problems with conflicting answers number
+    ``expected_conflicts``.
     """
 
     name: str
@@ -97,34 +137,58 @@ class BenchmarkSpec:
     configs: tuple[str | None, ...] = (None,)
     id_field: str | None = None
     difficulty_field: str | None = None
-    revision: str | None = None
+    known_revision: str | None = None
     strip_degree_sign: bool = False
     strip_dapo_instruction: bool = False
     dedup_problems: bool = False
+    answer_from_boxed: bool = False
+    expected_raw_rows: int | None = None
+    expected_conflicts: int | None = None
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "aime24": BenchmarkSpec(
         name="aime24", hub_id="HuggingFaceH4/aime_2024", split="train",
         problem_field="problem", answer_field="answer", id_field="id", expected_rows=30,
+        known_revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a",
     ),
     "aime25": BenchmarkSpec(
         name="aime25", hub_id="opencompass/AIME2025", configs=("AIME2025-I", "AIME2025-II"), split="test",
         problem_field="question", answer_field="answer", expected_rows=30, strip_degree_sign=True,
+        known_revision="a6ad95f611d72cf628a80b58bd0432ef6638f958",
     ),
     "amc23": BenchmarkSpec(
         name="amc23", hub_id="AI-MO/aimo-validation-amc", split="train",
         problem_field="problem", answer_field="answer", id_field="id", expected_rows=83,
+        known_revision="69d78a4a2c840e82d69af6bc742bda09005f6316",
     ),
     "math500": BenchmarkSpec(
         name="math500", hub_id="HuggingFaceH4/MATH-500", split="test",
         problem_field="problem", answer_field="answer", id_field="unique_id", difficulty_field="level",
-        expected_rows=500,
+        expected_rows=500, known_revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be",
     ),
     "dapo17k": BenchmarkSpec(
         name="dapo17k", hub_id="BytedTsinghua-SIA/DAPO-Math-17k", split="train",
         problem_field="prompt.0.content", answer_field="reward_model.ground_truth", id_field="extra_info.index",
-        expected_rows=(17_000, 18_000), strip_dapo_instruction=True, dedup_problems=True,
+        expected_rows=17_398, expected_raw_rows=1_791_700, expected_conflicts=7,
+        strip_dapo_instruction=True, dedup_problems=True,
+        known_revision="65877096c24ffa7abc4e4fa5edb95cf3413a5674",
+    ),
+    # Alternatives: other public copies, not the sets Cheng et al. report on.
+    "aime24_mathai": BenchmarkSpec(
+        name="aime24_mathai", hub_id="math-ai/aime24", split="test",
+        problem_field="problem", answer_field="solution", answer_from_boxed=True, id_field="id", expected_rows=30,
+        known_revision="83a7f387baaa524a8bda0022eac0541582297103",
+    ),
+    "aime25_mathai": BenchmarkSpec(
+        name="aime25_mathai", hub_id="math-ai/aime25", split="test",
+        problem_field="problem", answer_field="answer", id_field="id", expected_rows=30, strip_degree_sign=True,
+        known_revision="563bb8404243c5f09de6ec262f2db674fe5bce9b",
+    ),
+    "amc23_mathai": BenchmarkSpec(
+        name="amc23_mathai", hub_id="math-ai/amc23", split="test",
+        problem_field="question", answer_field="answer", id_field="id", expected_rows=40,
+        known_revision="80815d37005feb82cd7f8fbc6901d5d3eff43057",
     ),
 }
 
@@ -155,20 +219,41 @@ def load_benchmark(
     """The benchmark ``name`` of ``BENCHMARKS`` as a schema-conforming DataFrame (see the module doc).
 
     ``expected_rows`` (an exact count or an inclusive ``(low, high)`` range) overrides the
-    spec's row count, e.g. for small local fixtures.
+    spec's row counts, e.g. for small local fixtures. ``frame.attrs["provenance"]`` says
+    where the rows came from (hub id, configs, split, revision, local origin) and what the
+    loader did (raw rows, distinct problems, dropped conflicting problems).
     """
     spec = get_spec(name)
     if data_files is not None and path is not None:
         raise PipelineError(f"benchmark {name}: give data_files or path, not both")
     cache = str(cache_dir) if cache_dir is not None else None
     if data_files is not None:
+        source = "data_files"
         origin, dataset = _load_data_files(spec, data_files, cache)
     elif path is not None:
+        source = "path"
         origin, dataset = _load_local_path(spec, Path(path), cache)
     else:
-        origin, dataset = _load_hub(spec, revision if revision is not None else spec.revision, cache)
-    expected = spec.expected_rows if expected_rows is None else _as_expected(name, expected_rows)
-    return _to_frame(spec, dataset, origin, expected)
+        source = "hub"
+        origin, dataset = _load_hub(spec, revision, cache)
+    if source != "hub" and revision:
+        log.info("benchmark %s: loaded from local %s %s; revision %s is recorded, not checked", name, source, origin, revision)
+    provenance = {
+        "benchmark": spec.name,
+        "hub_id": spec.hub_id,
+        "configs": [c for c in spec.configs if c is not None],
+        "split": spec.split,
+        "source": source,
+        "revision": revision,
+        "origin": origin,
+    }
+    if expected_rows is None:
+        counts = {"rows": spec.expected_rows, "raw_rows": spec.expected_raw_rows, "conflicts": spec.expected_conflicts}
+    else:
+        counts = {"rows": _as_expected(name, expected_rows), "raw_rows": None, "conflicts": None}
+    frame = _to_frame(spec, dataset, origin, counts, provenance)
+    frame.attrs["provenance"] = provenance
+    return frame
 
 
 def load_benchmark_from_config(name: str, cfg: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -183,6 +268,11 @@ def load_benchmark_from_config(name: str, cfg: Mapping[str, Any] | None) -> pd.D
             f"benchmark {name}: unknown loader key(s) {', '.join(unknown)} (known: {', '.join(LOADER_CONFIG_KEYS)})"
         )
     return load_benchmark(name, **{k: v for k, v in cfg.items() if v is not None})
+
+
+def provenance(frame: pd.DataFrame) -> dict:
+    """Where a loaded benchmark's rows came from (``frame.attrs["provenance"]``; ``{}`` if unknown)."""
+    return dict(frame.attrs.get("provenance", {}))
 
 
 def get_spec(name: str) -> BenchmarkSpec:
@@ -204,24 +294,38 @@ def _as_expected(name: str, value: Any) -> ExpectedRows:
     raise PipelineError(f"benchmark {name}: expected_rows must be an int or [low, high], got {value!r}")
 
 
+def hub_load_dataset(hub_id: str, config: str | None, *, split: str, revision: str, cache_dir: str | None):
+    """The one call that reaches the hub: ``datasets.load_dataset`` of one config and split at ``revision``.
+
+    Kept as a module-level function so that tests can stand a local repository in for the
+    hub and check exactly what the loader asks for.
+    """
+    import datasets
+
+    return datasets.load_dataset(hub_id, config, split=split, revision=revision, cache_dir=cache_dir)
+
+
 def _load_hub(spec: BenchmarkSpec, revision: str | None, cache_dir: str | None):
     if not revision:
+        known = f" (the paper configs pin {spec.known_revision})" if spec.known_revision else ""
         raise PipelineError(
             f"benchmark {spec.name}: loading {spec.hub_id} from the hub needs a pinned revision "
-            f"(a commit hash of the dataset repository): set revision for {spec.name} in the config, "
+            f"(a commit hash of the dataset repository{known}): set revision for {spec.name} in the config, "
             "or give local data_files/path"
         )
     if not _COMMIT_RE.fullmatch(str(revision)):
         log.warning("benchmark %s: revision %r is not a commit hash; a branch or tag can move", spec.name, revision)
-    import datasets
+    elif spec.known_revision and revision != spec.known_revision:
+        log.warning(
+            "benchmark %s: revision %s differs from the commit the paper configs pin (%s); row counts may differ",
+            spec.name, revision, spec.known_revision,
+        )
 
     parts = []
     for config in spec.configs:
         where = f"{spec.hub_id}" + (f" config {config}" if config else "") + f" split {spec.split} @ {revision}"
         try:
-            parts.append(
-                datasets.load_dataset(spec.hub_id, config, split=spec.split, revision=revision, cache_dir=cache_dir)
-            )
+            parts.append(hub_load_dataset(spec.hub_id, config, split=spec.split, revision=revision, cache_dir=cache_dir))
         except Exception as err:  # network, auth, missing revision/config: one line for the CLI
             raise PipelineError(f"benchmark {spec.name}: cannot load {where} ({type(err).__name__}: {err})") from err
     return f"{spec.hub_id}@{revision}", _concat(parts)
@@ -361,6 +465,26 @@ def _difficulty(value: Any) -> int:
     return int(m.group(1)) if m else -1
 
 
+def last_boxed(text: Any) -> str | None:
+    """The content of the last ``\boxed{...}`` of ``text`` (balanced braces), or None."""
+    if not isinstance(text, str):
+        return None
+    matches = list(_BOXED_RE.finditer(text))
+    for m in reversed(matches):
+        depth, i = 1, m.end()
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\":
+                i += 2
+                continue
+            depth += ch == "{"
+            depth -= ch == "}"
+            if depth == 0:
+                return text[m.end() : i].strip()
+            i += 1
+    return None
+
+
 def _check_count(spec: BenchmarkSpec, origin: str, got: int, expected: ExpectedRows, what: str = "rows") -> None:
     if isinstance(expected, tuple):
         low, high = expected
@@ -372,7 +496,74 @@ def _check_count(spec: BenchmarkSpec, origin: str, got: int, expected: ExpectedR
         raise PipelineError(f"benchmark {spec.name} ({origin}): expected {expected} {what}, got {got}")
 
 
-def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows) -> pd.DataFrame:
+def _dedup(spec: BenchmarkSpec, frame: pd.DataFrame, origin: str, counts: dict, provenance: dict) -> pd.DataFrame:
+    """Distinct problems (first occurrence), problems with conflicting answers dropped (``CONFLICT_RULE``)."""
+    raw_rows = len(frame)
+    canon = frame["answer"].map(_answer_key)
+    first = ~frame["problem"].duplicated(keep="first")
+    distinct = int(first.sum())
+    log.info(
+        "benchmark %s: %d rows -> %d distinct problems (%d duplicate rows)", spec.name, raw_rows, distinct,
+        raw_rows - distinct,
+    )
+    if counts["rows"] is not None:
+        _check_count(spec, origin, distinct, counts["rows"], what="distinct problems")
+    n_answers = canon.groupby(frame["problem"], sort=False).nunique(dropna=False)
+    conflicting = set(n_answers.index[n_answers > 1])
+    dropped = []
+    if conflicting:
+        in_conflict = frame["problem"].isin(conflicting)
+        sub = frame.loc[in_conflict].assign(_canon=canon[in_conflict].fillna("<missing>"))
+        for problem, rows in sub.groupby("problem", sort=False):
+            dropped.append({
+                "id": None if "own_id" not in rows else _plain(rows["own_id"].iloc[0]),
+                "problem": problem,
+                "rows": int(len(rows)),
+                "answers": {str(a): int(c) for a, c in rows["_canon"].value_counts(sort=True).items()},
+            })
+        examples = "; ".join(
+            f"{d['id'] if d['id'] is not None else d['problem'][:40]!s}: {d['answers']}" for d in dropped[:5]
+        )
+        log.warning(
+            "benchmark %s: %d problems (%d rows) carry conflicting answers and are dropped (rule %r): %s%s",
+            spec.name, len(dropped), sum(d["rows"] for d in dropped), CONFLICT_RULE, examples,
+            " ..." if len(dropped) > 5 else "",
+        )
+    if counts["conflicts"] is not None and len(dropped) != counts["conflicts"]:
+        log.warning(
+            "benchmark %s (%s): %d problems with conflicting answers, the pinned revision has %d",
+            spec.name, origin, len(dropped), counts["conflicts"],
+        )
+    keep = first & ~frame["problem"].isin(conflicting)
+    provenance.update(
+        distinct_problems=distinct,
+        conflict_rule=CONFLICT_RULE,
+        conflicting_problems=dropped,
+        dropped_conflicting=len(dropped),
+    )
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def _answer_key(value: Any) -> str | None:
+    """What two copies' answers are compared by: the canonical string, numbers by value (``7.0`` = ``7``)."""
+    text = canonical_answer(value)
+    if text is None:
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    if not number.is_finite():
+        return text
+    return str(int(number)) if number == number.to_integral_value() else format(number.normalize(), "f")
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as a plain Python value (for JSON provenance)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenance: dict) -> pd.DataFrame:
     import pyarrow as pa
 
     table = dataset.with_format("arrow")[:] if len(dataset) else dataset.data.table
@@ -391,6 +582,9 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows)
         columns["difficulty"] = _field(spec, table, spec.difficulty_field, origin)
     frame = pa.table(columns).to_pandas(types_mapper=None)
     raw_rows = len(frame)
+    provenance["raw_rows"] = raw_rows
+    if counts["raw_rows"] is not None:
+        _check_count(spec, origin, raw_rows, counts["raw_rows"], what="rows")
 
     problems = frame["problem"]
     if problems.isna().any():
@@ -408,26 +602,20 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows)
             log.warning("benchmark %s: no row starts with DAPO's instruction prefix; problems kept as given", spec.name)
     frame["problem"] = problems.str.strip()
 
-    if spec.dedup_problems:
-        dup = frame["problem"].duplicated(keep="first")
-        kept = frame.loc[~dup]
-        answers_per_problem = frame.assign(answer=frame["answer"].map(canonical_answer)).groupby(
-            "problem", sort=False
-        )["answer"].nunique(dropna=False)
-        conflicting = int((answers_per_problem > 1).sum())
-        log.info(
-            "benchmark %s: %d rows -> %d distinct problems kept (first occurrence), %d duplicates dropped",
-            spec.name, raw_rows, len(kept), int(dup.sum()),
-        )
-        if conflicting:
-            log.warning(
-                "benchmark %s: %d problems appear with different answers; the first occurrence's answer is kept",
-                spec.name, conflicting,
+    if spec.answer_from_boxed:
+        boxed = frame["answer"].map(last_boxed)
+        missing = boxed.isna() & frame["answer"].notna()
+        if missing.any():
+            row = int(missing.idxmax())
+            raise PipelineError(
+                f"benchmark {spec.name} ({origin}): no \\boxed{{}} answer in {spec.answer_field!r} of row {row}"
             )
-        frame = kept.reset_index(drop=True)
-        _check_count(spec, origin, len(frame), expected, what="distinct problems")
+        frame["answer"] = boxed
+
+    if spec.dedup_problems:
+        frame = _dedup(spec, frame, origin, counts, provenance)
     else:
-        _check_count(spec, origin, len(frame), expected)
+        _check_count(spec, origin, len(frame), counts["rows"])
 
     answers = frame["answer"].map(canonical_answer)
     if answers.isna().any():
@@ -436,8 +624,10 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows)
         )
     if spec.strip_degree_sign:
         stripped = answers.str.replace(_DEGREE_RE, "", regex=True)
-        for pos in stripped.index[stripped != answers]:
+        changed = [int(pos) for pos in stripped.index[stripped != answers]]
+        for pos in changed:
             log.info("benchmark %s: row %d answer %r -> %r (degree sign removed)", spec.name, pos, answers[pos], stripped[pos])
+        provenance["degree_sign_removed"] = changed
         answers = stripped
 
     if own_ids:
@@ -466,6 +656,7 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, expected: ExpectedRows)
         _HubProblem(id=i, problem=p, answer=a, difficulty=int(d), source=spec.name)
         for i, p, a, d in zip(ids, frame["problem"].tolist(), answers.tolist(), difficulty)
     ])
+    provenance["rows"] = len(out)
     log.info("benchmark %s (%s): %d problems", spec.name, origin, len(out))
     return out
 

@@ -5,6 +5,12 @@ revision, or local ``data_files`` / ``path`` mirrors in the dataset's own layout
 to the normalised schema, row counts asserted. The training set is checked for overlap
 with every evaluation suite (normalised text): the overlap is logged and written to a
 report; ``decontamination.fail: true`` in the config turns it into an error.
+
+The report also carries each dataset's provenance (``"provenance": {"suites": {suite:
+...}, "train": ...}``: hub id, configs, split, the configured revision, where the rows
+were read from, raw and kept row counts, DAPO's dropped conflicting problems), so a run
+records exactly which revision of which repository it used. The Parquet files themselves
+carry no provenance (a moved mirror must not change their bytes).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 from pathlib import Path
 
 from pipeline import io
-from pipeline.data.hub import check_decontamination, decontamination_report, load_benchmark_from_config
+from pipeline.data.hub import check_decontamination, decontamination_report, load_benchmark_from_config, provenance
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +50,20 @@ def run(args: argparse.Namespace) -> int:
     train = load_benchmark_from_config(train_cfg["benchmark"], loader_config(train_cfg))
     log.info("training set (%s): %d problems", train_cfg["benchmark"], len(train))
     report = decontamination_report(train, frames)
+    report["provenance"] = {
+        "suites": {name: provenance(frame) for name, frame in frames.items()},
+        "train": provenance(train),
+    }
     io.write_json(args.report, report)
     check_decontamination(report, fail=args.fail_on_overlap)  # raises only after the report is written
     for name, frame in frames.items():
-        io.write_parquet(Path(args.suites_dir) / f"{name}.parquet", frame)
-    io.write_parquet(args.train_out, train)
+        io.write_parquet(Path(args.suites_dir) / f"{name}.parquet", _without_attrs(frame))
+    io.write_parquet(args.train_out, _without_attrs(train))
     return 0
+
+
+def _without_attrs(frame):
+    """``frame`` without ``attrs`` (pandas would store them in the Parquet metadata)."""
+    frame = frame.copy(deep=False)
+    frame.attrs = {}
+    return frame
