@@ -65,3 +65,26 @@ def test_paper_config_dry_run_lists_the_job_graph_with_gpus(config, tmp_path):
     train_gpus = cfg["resources"]["train"]["gpu"]
     assert re.search(rf"rule train:.*?resources:[^\n]*gpu={train_gpus}\b", out, flags=re.S)
     assert re.search(rf"rule sample:.*?resources:[^\n]*gpu={cfg['resources']['sample']['gpu']}\b", out, flags=re.S)
+
+
+# The context window of each base model (max_position_embeddings of its config.json at the
+# pinned revision): Qwen2.5-Math-7B's 4096 cannot hold the papers' 8192 new tokens.
+MODEL_CONTEXT = {"Qwen/Qwen2.5-7B": 131072, "Qwen/Qwen2.5-Math-7B": 4096}
+
+
+@pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_every_paper_config_fits_its_models_context(config):
+    cfg = yaml.safe_load(config.read_text())
+    context = MODEL_CONTEXT[cfg["base_model"]["hub"]["repo_id"]]
+    sampling, training = cfg["sampling"], cfg["training"]
+    assert sampling["max_model_len"] <= context
+    assert sampling["max_new_tokens"] < sampling["max_model_len"]
+    if training.get("max_prompt_tokens"):
+        assert training["max_prompt_tokens"] + training["max_new_tokens"] <= context
+
+
+def test_ppo_warms_its_critic_for_the_papers_ten_steps():
+    """Cheng et al.: 10 critic warm-up steps; a verl step is one rollout batch."""
+    cfg = yaml.safe_load((ROOT / "configs" / "paper" / "cheng2025_table2_qwen25_7b.yaml").read_text())
+    for method in ("ppo", "ppo_entropy_adv"):
+        assert cfg["methods"][method]["estimator"]["critic_warmup_rollouts"] == 10
