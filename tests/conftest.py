@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +34,32 @@ def train_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "train.parquet"
     problems_frame(generate_problems(0, [1, 2], 16, "t")).to_parquet(path)
     return path
+
+
+def _rehearsal_source_key() -> str:
+    """What the rehearsal model depends on: the rehearsal sources and torch (the same CPU build
+    in .venv and .venv-vllm, so both test environments share one cached build)."""
+    import hashlib
+
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in sorted((Path(__file__).resolve().parents[1] / "rehearsal").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(request, tmp_path_factory):
+    """The rehearsal's tiny Qwen2 "hub" model (rehearsal/tiny_model.py: bf16 on disk, Qwen2
+    byte-level BPE, chat template, briefly SFT'd), built once and cached in pytest's cache
+    directory by the source of rehearsal/ (the first build takes about two minutes of CPU)."""
+    import shutil
+
+    from rehearsal.tiny_model import build_tiny_model
+
+    cached = Path(request.config.cache.mkdir("rehearsal-tiny-model")) / f"seed0-{_rehearsal_source_key()}"
+    if not (cached / "model.safetensors").is_file():
+        build = tmp_path_factory.mktemp("tiny_model_build")
+        build_tiny_model(build, seed=0, report=False)
+        shutil.rmtree(cached, ignore_errors=True)
+        shutil.copytree(build, cached)
+    return cached

@@ -1,6 +1,6 @@
-"""Training at scale, checked on CPU: micro-batch gradient accumulation, DDP under
-``accelerate launch`` (gloo, two processes), policy snapshots and vLLM rollouts with
-weight sync (through the recording test double in tests/fake_vllm.py)."""
+"""Training at scale, checked on CPU: micro-batch gradient accumulation, DDP and FSDP under
+``accelerate launch`` (gloo, two processes), policy snapshots. vLLM rollouts with weight
+sync run against the real engine in tests/test_vllm_engine.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pipeline.cli import main
 from pipeline.config import method_specs
 from pipeline.rl.losses import AGGREGATIONS, aggregate, aggregation_units
 from pipeline.rl.trainer import micro_batches
-from tests import fake_vllm
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING = {
@@ -287,37 +286,3 @@ def test_uneven_split_over_processes_is_refused(tmp_path, tiny_model_dir, train_
     spec = spec_of("grpo", prompts_per_rollout=6, minibatch_prompts=3)
     assert main(train_args(tiny_model_dir, train_file, spec, tmp_path / "x")) == 2
     assert "multiples of the number of processes (2)" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------- vLLM rollouts
-
-
-def test_vllm_rollouts_sync_the_policy_weights_before_each_rollout(tmp_path, tiny_model_dir, train_file, monkeypatch):
-    from transformers import AutoConfig
-
-    vocab = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
-    module = fake_vllm.make_module(token_id_mod=vocab)
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    out = tmp_path / "vllm"
-    spec = spec_of("grpo_entropy_reg", {"regularizer": {"coef": 0.5}}, rollouts=3, rollout_backend="vllm", vllm_gpu_memory_utilization=0.4,
-                   prompts_per_rollout=4, minibatch_prompts=2, snapshot_every=1)
-    assert main(train_args(tiny_model_dir, train_file, spec, out, "--snapshot-dir", str(out / "snapshots"))) == 0
-    # one engine for the whole run, built from the base model
-    assert len(module.constructions) == 1
-    engine = module.constructions[0]
-    assert engine["model"] == str(tiny_model_dir) and engine["gpu_memory_utilization"] == 0.4
-    assert engine["enable_prefix_caching"] is True and engine["trust_remote_code"] is False
-    # three rollouts of 4 prompts x 4 samples, as token ids, with the training protocol
-    assert len(module.generate_calls) == 3
-    _, prompts, params, _ = module.generate_calls[0]
-    assert len(prompts) == 4 and all(set(p) == {"prompt_token_ids"} for p in prompts)
-    assert (params["n"], params["temperature"], params["top_p"], params["max_tokens"]) == (4, 1.0, 1.0, 16)
-    assert len({call[2]["seed"] for call in module.generate_calls}) == 3  # a fresh seed per rollout
-    # before rollouts 2 and 3 the engine gets exactly the policy of that moment (the
-    # snapshots after rollouts 1 and 2), and drops its prefix cache
-    assert len(module.weight_loads) == 2 and module.prefix_cache_resets == [0, 0]
-    for (_, loaded), after in zip(module.weight_loads, ["rollout-0001", "rollout-0002"]):
-        policy = load_file(out / "snapshots" / after / "model.safetensors")
-        assert max_diff({k: loaded[k] for k in policy}, policy) == 0
-    base = load_file(Path(tiny_model_dir) / "model.safetensors")
-    assert max_diff({k: module.weight_loads[0][1][k] for k in base}, base) > 0

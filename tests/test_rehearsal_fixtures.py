@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -225,32 +224,6 @@ def test_local_hub_serves_only_the_pinned_revision(mirrors, cache):
 
 
 # --------------------------------------------------------------------------- the tiny model
-
-
-def _source_key() -> str:
-    """What the built model depends on: the rehearsal sources and the library versions."""
-    import tokenizers
-    import torch
-    import transformers
-
-    h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {tokenizers.__version__}".encode())
-    for f in sorted((ROOT / "rehearsal").glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def tiny_model(request, tmp_path_factory):
-    """The tiny model, built once and cached in pytest's cache dir by the source of rehearsal/."""
-    from rehearsal.tiny_model import build_tiny_model
-
-    cached = Path(request.config.cache.mkdir("rehearsal-tiny-model")) / f"seed0-{_source_key()}"
-    if not (cached / "model.safetensors").is_file():
-        build = tmp_path_factory.mktemp("tiny_model_build")
-        build_tiny_model(build, seed=0, report=False)
-        shutil.rmtree(cached, ignore_errors=True)
-        shutil.copytree(build, cached)
-    return cached
 
 
 def test_model_build_is_deterministic(tmp_path):

@@ -166,7 +166,7 @@ class Processes:
             self.accelerator.wait_for_everyone()
 
     def end(self) -> None:
-        if self.distributed:
+        if self.distributed and torch.distributed.is_initialized():
             self.accelerator.end_training()
 
 

