@@ -3,17 +3,22 @@
 # or the grader regrades stored samples without sampling again.
 
 
+# One sampling job per model for all its suites: a job's start-up (interpreter, torch,
+# model load; a vLLM engine at paper scale) cost ~7 s of the ~19 s a toy (model, suite) job
+# took. Finished shards are kept per suite under results/cache/samples (keyed by everything
+# they depend on), so when one suite's sampling settings change the job resamples only it.
 rule sample:
     input:
         model=model_dir,
-        problems=f"{RESULTS}/data/suites/{{suite}}.parquet",
+        problems=[f"{RESULTS}/data/suites/{suite}.parquet" for suite in SUITES],
     output:
-        samples=f"{RESULTS}/samples/{{model}}/{{suite}}.parquet",
+        samples=[f"{RESULTS}/samples/{{model}}/{suite}.parquet" for suite in SUITES],
     params:
-        n=lambda wc: config["suites"][wc.suite]["n_samples"],
+        n=[config["suites"][suite]["n_samples"] for suite in SUITES],
         sampling=as_json(config["sampling"]),
         template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
-        seed=lambda wc: stable_seed("sample", wc.model, wc.suite),
+        seeds=lambda wc: [stable_seed("sample", wc.model, suite) for suite in SUITES],
+        cache=lambda wc: [f"{RESULTS}/cache/samples/{wc.model}/{suite}" for suite in SUITES],
         chat="--chat-template" if config["prompt"]["chat_template"] else "",
         trust="--trust-remote-code" if config["base_model"]["trust_remote_code"] else "",
         code=code_hash("sample"),
@@ -25,18 +30,19 @@ rule sample:
     conda:
         SAMPLE_ENV
     log:
-        f"{LOGS}/sample/{{model}}/{{suite}}.log",
+        f"{LOGS}/sample/{{model}}.log",
     benchmark:
-        f"{BENCH}/sample/{{model}}/{{suite}}.tsv"
+        f"{BENCH}/sample/{{model}}.tsv"
     shell:
         "{SAMPLE_PY} -m pipeline sample --model {input.model:q} --problems {input.problems:q} --n {params.n}"
-        " --sampling-json {params.sampling:q} --template {params.template:q} {params.chat} --seed {params.seed}"
-        " --out {output.samples:q} {params.trust} --threads {threads} 2> {log:q}"
+        " --seed {params.seeds} --out {output.samples:q} --cache-dir {params.cache:q}"
+        " --sampling-json {params.sampling:q} --template {params.template:q} {params.chat}"
+        " {params.trust} --threads {threads} 2> {log:q}"
 
 
 rule score:
     input:
-        samples=rules.sample.output.samples,
+        samples=f"{RESULTS}/samples/{{model}}/{{suite}}.parquet",
         problems=f"{RESULTS}/data/suites/{{suite}}.parquet",
     output:
         verdicts=f"{RESULTS}/scores/{{model}}/{{suite}}.verdicts.parquet",

@@ -457,11 +457,33 @@ def test_sampling_and_scoring_twice_give_identical_bytes(tmp_path, tiny_model_di
         out = tmp_path / run
         assert main(sample_args(tiny_model_dir, suite_file, out / "samples.parquet")) == 0
         assert main(score_args(suite_file, out / "samples.parquet", out)) == 0
-        assert sorted(p.name for p in out.iterdir()) == ["p.json", "samples.parquet", "v.parquet"]  # parts removed
+        # the finished shards stay as the suite's cache (a rerun with unchanged settings samples nothing)
+        assert sorted(p.name for p in out.iterdir()) == ["p.json", "samples.parquet", "samples.parquet.parts", "v.parquet"]
     for name in ("samples.parquet", "v.parquet", "p.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     samples = pd.read_parquet(tmp_path / "a" / "samples.parquet")
     assert len(samples) == 40 and list(samples.columns) == list(stage.SAMPLE_COLUMNS)
+
+
+def test_one_job_samples_several_suites_and_resamples_only_the_changed_one(tmp_path, tiny_model_dir, suite_file, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    cfg = SAMPLING
+
+    def job(n_second):
+        return main(["sample", "--model", str(tiny_model_dir), "--problems", str(suite_file), str(suite_file),
+                     "--n", "4", str(n_second), "--seed", "1", "2", "--out", str(tmp_path / "a.parquet"),
+                     str(tmp_path / "b.parquet"), "--cache-dir", str(tmp_path / "cache" / "a"), str(tmp_path / "cache" / "b"),
+                     "--sampling-json", json.dumps(cfg), "--template", "{problem}\n"])
+
+    assert job(4) == 0
+    first = (tmp_path / "a.parquet").read_bytes()
+    caplog.clear()
+    assert job(2) == 0  # the second suite's n changed: only its shards are sampled again
+    assert "a.parquet: 4 of 4 shards already sampled" in caplog.text and "(0 sampled now" in caplog.text
+    assert (tmp_path / "a.parquet").read_bytes() == first
+    assert len(pd.read_parquet(tmp_path / "b.parquet")) == 2 * len(pd.read_parquet(suite_file))
 
 
 def fill_disk_at_part(monkeypatch, parts: Path, k: int) -> None:
@@ -509,7 +531,9 @@ def test_interrupted_sampling_resumes_by_shard_with_identical_samples(tmp_path, 
     assert main(sample_args(tiny_model_dir, suite_file, out)) == 0
     assert generated == [3, 1]  # shards 2 (3 problems) and 3 (1 problem) of 10 problems
     assert out.read_bytes() == reference.read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["samples.parquet"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["samples.parquet", "samples.parquet.parts"]
+    kept = sorted(p.name for p in parts.iterdir())  # the 4 shards of these settings stay as the cache, nothing else
+    assert len(kept) == 4 and set(mine) <= set(kept) and not set(other) & set(kept) and "part-00002-0123456789abcdef.parquet" not in kept
 
 
 def test_completed_shards_make_a_restart_skip_the_model(tmp_path, tiny_model_dir, suite_file, monkeypatch):
@@ -528,7 +552,7 @@ def test_completed_shards_make_a_restart_skip_the_model(tmp_path, tiny_model_dir
     monkeypatch.undo()
     monkeypatch.setattr(stage, "make_sampler", lambda *a, **k: pytest.fail("no shard left to sample"))
     assert main(sample_args(tiny_model_dir, suite_file, out)) == 0
-    assert len(pd.read_parquet(out)) == 40 and not stage.parts_dir(out).exists()
+    assert len(pd.read_parquet(out)) == 40 and len(list(stage.parts_dir(out).iterdir())) == 4  # the shards stay (cache)
 
 
 # --------------------------------------------------------------------------- clear errors on bad input

@@ -95,5 +95,5 @@ def test_editing_the_vllm_backend_reruns_training_and_sampling(repo):
     """The train stage imports the vLLM backend lazily (rollouts); a hand-kept list missed it."""
     jobs = _edited(repo, "sampling/vllm_backend.py", repo / "tests" / "data" / "micro_config.yaml")
     assert {"train", "sample"} <= set(jobs), jobs
-    assert jobs["sample"] == 6 and jobs["train"] == 2  # every sampling job (base model too) and training job
+    assert jobs["sample"] == 3 and jobs["train"] == 2  # every sampling job (one per model, base too) and training job
     assert not {"prepare_data", "build_base_model"} & set(jobs)

@@ -41,13 +41,18 @@ SAMPLE_COLUMNS = ("problem_id", "sample_index", "text", "num_tokens", "finish_re
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory (save_pretrained layout)")
-    parser.add_argument("--problems", required=True, help="suite Parquet file")
-    parser.add_argument("--n", type=int, required=True, help="samples per problem")
+    parser.add_argument("--problems", nargs="+", required=True, help="suite Parquet file(s)")
+    parser.add_argument("--n", type=int, nargs="+", required=True, help="samples per problem, per suite")
+    parser.add_argument("--seed", type=int, nargs="+", required=True, help="sampling seed, per suite")
+    parser.add_argument("--out", nargs="+", required=True, help="samples Parquet file, per suite")
+    parser.add_argument(
+        "--cache-dir", nargs="+", default=None,
+        help="per suite: where finished shards are kept (default <out>.parts); a rerun reuses the shards whose "
+             "settings did not change, so a job sampling several suites resamples only the changed ones",
+    )
     parser.add_argument("--sampling-json", required=True, help="the sampling config slice (JSON)")
     parser.add_argument("--template", required=True, help="prompt template with {problem}")
     parser.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--out", required=True, help="samples Parquet file")
     parser.add_argument(
         "--shard-prompts", type=int, default=0,
         help="problems per resumable shard (default: batch_size // n for the hf backend, the whole suite for vllm)",
@@ -131,26 +136,35 @@ def _read_part(path: Path, problem_ids: list[str], n: int) -> pd.DataFrame | Non
     return frame
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    cfg = json.loads(args.sampling_json)
-    if args.n < 1:
-        raise PipelineError(f"--n must be >= 1, got {args.n}")
-    problems = read_problems(args.problems)
-    check_model_dir(args.model)
-    size = shard_size(args.shard_prompts, cfg, args.n, len(problems))
+class _LazySampler:
+    """The model is loaded on first use: a job whose suites are all cached loads nothing."""
+
+    def __init__(self, args, cfg):
+        self.args, self.cfg, self.loaded = args, cfg, None
+
+    def get(self):
+        if self.loaded is None:
+            self.loaded = make_sampler(self.args.model, self.cfg, self.args.progress, self.args.trust_remote_code)
+        return self.loaded
+
+
+def sample_suite(lazy: _LazySampler, args, cfg: dict, problems_path: str, n: int, seed: int, out: str, parts: Path) -> None:
+    """One suite's samples into ``out``, shard by shard through the part cache ``parts``."""
+    if n < 1:
+        raise PipelineError(f"--n must be >= 1, got {n}")
+    problems = read_problems(problems_path)
+    size = shard_size(args.shard_prompts, cfg, n, len(problems))
     ids = [str(i) for i in problems["id"]]
     starts = list(range(0, len(ids), size))
     # Everything a shard's samples depend on; the shard index is added per part.
     identity = {
         "model": model_fingerprint(args.model),
-        "problems": io.file_sha256(args.problems),
-        "n": args.n, "sampling": cfg, "template": args.template, "chat_template": bool(args.chat_template),
-        "seed": args.seed, "shard_prompts": size, "trust_remote_code": bool(args.trust_remote_code),
+        "problems": io.file_sha256(problems_path),
+        "n": n, "sampling": cfg, "template": args.template, "chat_template": bool(args.chat_template),
+        "seed": seed, "shard_prompts": size, "trust_remote_code": bool(args.trust_remote_code),
     }
-    parts = parts_dir(args.out)
     part_paths = [parts / f"part-{i:05d}-{io.stable_hash({**identity, 'shard': i})}.parquet" for i in range(len(starts))]
-    io.remove_stale_temps(Path(args.out).parent, Path(args.out).name)  # temp files of a killed writer
+    io.remove_stale_temps(Path(out).parent, Path(out).name)  # temp files of a killed writer
     if parts.is_dir():
         wanted = {p.name for p in part_paths}
         for stale in parts.iterdir():  # parts of other settings, temp files of a killed writer
@@ -159,22 +173,22 @@ def run(args: argparse.Namespace) -> int:
 
     todo = []
     for i, (start, path) in enumerate(zip(starts, part_paths)):
-        if not (path.exists() and _read_part(path, ids[start : start + size], args.n) is not None):
+        if not (path.exists() and _read_part(path, ids[start : start + size], n) is not None):
             todo.append(i)
     if len(todo) < len(starts):
-        log.info("resuming: %d of %d shards already sampled (%s)", len(starts) - len(todo), len(starts), parts)
+        log.info("%s: %d of %d shards already sampled (%s)", Path(out).name, len(starts) - len(todo), len(starts), parts)
 
     tokens, seconds, truncated, drawn = 0, 0.0, 0, 0
     if todo:
-        sampler, tokenizer = make_sampler(args.model, cfg, args.progress, args.trust_remote_code)
+        sampler, tokenizer = lazy.get()
         prompts = render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)
         longest = max(len(tokenizer(p).input_ids) for p in prompts)
         check_context_budget(args.model, longest, cfg["max_new_tokens"], cfg.get("max_model_len"), where="sampling")
         for i in tqdm(todo, desc="shards", unit="shard", disable=not args.progress or len(todo) < 2):
             start = starts[i]
             params = SamplingParams(
-                n=args.n, temperature=cfg["temperature"], top_p=cfg["top_p"], top_k=cfg["top_k"],
-                max_new_tokens=cfg["max_new_tokens"], seed=shard_seed(args.seed, i),
+                n=n, temperature=cfg["temperature"], top_p=cfg["top_p"], top_k=cfg["top_k"],
+                max_new_tokens=cfg["max_new_tokens"], seed=shard_seed(seed, i),
             )
             t0 = time.time()
             outputs = sampler.generate(prompts[start : start + size], params)
@@ -188,10 +202,23 @@ def run(args: argparse.Namespace) -> int:
     # The output always comes from the parts as stored, so a resumed run and an
     # uninterrupted one assemble exactly the same frame.
     frame = pd.concat([pd.read_parquet(p) for p in part_paths], ignore_index=True)
-    io.write_parquet(args.out, frame)
-    shutil.rmtree(parts, ignore_errors=True)
+    io.write_parquet(out, frame)
     log.info(
-        "%d samples in %d shards (%d sampled now: %d tokens in %.1fs, %.0f tokens/s, %.1f%% truncated)",
-        len(frame), len(starts), drawn, tokens, seconds, tokens / max(seconds, 1e-9), 100 * truncated / max(drawn, 1),
+        "%s: %d samples in %d shards (%d sampled now: %d tokens in %.1fs, %.0f tokens/s, %.1f%% truncated)",
+        Path(out).name, len(frame), len(starts), drawn, tokens, seconds, tokens / max(seconds, 1e-9),
+        100 * truncated / max(drawn, 1),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    cfg = json.loads(args.sampling_json)
+    suites = [args.problems, args.n, args.seed, args.out]
+    caches = args.cache_dir or [str(parts_dir(o)) for o in args.out]
+    if len({len(x) for x in [*suites, caches]}) != 1:
+        raise PipelineError("--problems, --n, --seed, --out (and --cache-dir) need one entry per suite")
+    check_model_dir(args.model)
+    lazy = _LazySampler(args, cfg)  # one model load (one vLLM engine) for every suite of the job
+    for problems_path, n, seed, out, cache in zip(*suites, caches):
+        sample_suite(lazy, args, cfg, problems_path, n, seed, out, Path(cache))
     return 0

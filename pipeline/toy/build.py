@@ -38,7 +38,9 @@ def build_model(arch: dict, tokenizer) -> LlamaForCausalLM:
         intermediate_size=arch["intermediate_size"],
         num_hidden_layers=arch["num_layers"],
         num_attention_heads=arch["num_heads"],
-        num_key_value_heads=arch["num_heads"],
+        # grouped-query attention, as Qwen2.5 has: fewer key/value heads make the KV cache,
+        # which decoding reads at every token, that much smaller
+        num_key_value_heads=arch.get("num_kv_heads") or arch["num_heads"],
         max_position_embeddings=arch["max_positions"],
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
