@@ -39,5 +39,6 @@ rule all:
         rules.figures.output,
         rules.paired_bootstrap.output,
         rules.crossing.output,
+        rules.claims.output,
         rules.report_md.output,
         EXPLORATION_OUTPUTS,

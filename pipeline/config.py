@@ -101,6 +101,10 @@ def check_config(config: dict) -> dict:
     arch = config["base_model"]["architecture"]
     if arch["hidden_size"] % arch["num_heads"]:
         raise ConfigError("config key 'base_model.architecture.num_heads': must divide hidden_size")
+    if arch.get("num_kv_heads") and arch["num_heads"] % arch["num_kv_heads"]:
+        raise ConfigError("config key 'base_model.architecture.num_kv_heads': must divide num_heads")
+    if config["base_model"]["replicates"] and config["world"] != "toy":
+        raise ConfigError("config key 'base_model.replicates': only the toy world builds its base models (hub: one pretrained model)")
     _check_grader(config["grader"])
     _check_paths(config)
     from pipeline.analysis.settings import check_analysis_config  # after the schema filled its defaults

@@ -21,7 +21,14 @@ from pipeline.analysis.settings import (
 ANALYSIS = config["analysis"]
 ANALYSIS_SUITE = analysis_suite(config)
 ANALYSED_RUNS = analysed_runs(config)
-ANALYSED_MODELS = ["base"] + ANALYSED_RUNS
+# the base model of the first analysed seed's world (its replicate, with base_model.replicates)
+ANALYSIS_BASE = f"base/seed{analysed_pairs(config)[1][0]}" if BASE_REPLICATES else "base"
+ANALYSED_MODELS = ["base"] + ANALYSED_RUNS  # the analysis calls it "base" either way
+
+
+def analysed_model_path(name, kind="models"):
+    return f"{RESULTS}/{kind}/{ANALYSIS_BASE if name == 'base' else name}"
+
 ANALYSED_METHODS, ANALYSED_SEEDS = analysed_pairs(config)
 CHECKPOINT_SUITE = ANALYSIS["checkpoints"]["suite"] or ANALYSIS_SUITE
 # Snapshots: an output of rule train, filled when the run's training.snapshot_every > 0.
@@ -36,8 +43,8 @@ ANALYSIS_DIR = f"{RESULTS}/analysis"
 
 rule token_entropy:
     input:
-        models=[rules.build_base_model.output.model if m == "base" else f"{RESULTS}/models/{m}" for m in ANALYSED_MODELS],
-        samples=[f"{RESULTS}/samples/{m}/{ANALYSIS_SUITE}.parquet" for m in ANALYSED_MODELS],
+        models=[analysed_model_path(m) for m in ANALYSED_MODELS],
+        samples=[f"{analysed_model_path(m, 'samples')}/{ANALYSIS_SUITE}.parquet" for m in ANALYSED_MODELS],
         problems=f"{RESULTS}/data/suites/{ANALYSIS_SUITE}.parquet",
     output:
         tokens=[f"{ANALYSIS_DIR}/tokens/{m}.parquet" for m in ANALYSED_MODELS],
@@ -109,7 +116,7 @@ rule exploration_analysis:
     input:
         tokens=rules.token_entropy.output.tokens,
         samples=rules.token_entropy.input.samples,
-        base=rules.build_base_model.output.model,
+        base=f"{RESULTS}/models/{ANALYSIS_BASE}",
         checkpoints=rules.checkpoint_analysis.output.tables if CHECKPOINT_ANALYSIS else [],
     output:
         tables=[

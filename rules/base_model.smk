@@ -4,14 +4,19 @@
 
 if config["world"] == "toy":
 
+    # One base model, or (base_model.replicates) one per seed: results/models/base/seed<s>,
+    # SFT'd with seed base_model.sft.seed + s.
     rule build_base_model:
         input:
             suites=rules.prepare_data.output.suites,
         output:
-            model=directory(f"{RESULTS}/models/base"),
-            metrics=f"{RESULTS}/base_model/sft_metrics.json",
+            model=directory(f"{RESULTS}/models/base/seed{{seed}}" if BASE_REPLICATES else f"{RESULTS}/models/base"),
+            metrics=f"{RESULTS}/base_model/seed{{seed}}/sft_metrics.json" if BASE_REPLICATES else f"{RESULTS}/base_model/sft_metrics.json",
         params:
-            cfg=as_json(config["base_model"]),
+            cfg=lambda wc: as_json(
+                {**config["base_model"], "sft": {**config["base_model"]["sft"], "seed": config["base_model"]["sft"]["seed"] + int(wc.seed)}}
+                if BASE_REPLICATES else config["base_model"]
+            ),
             world=as_json(config["toy"]),
             template=lambda wc: config["prompt"]["template"],  # a function: "{problem}" is not a wildcard
             code=code_hash("build-base-model"),
@@ -19,9 +24,9 @@ if config["world"] == "toy":
         conda:
             ENV
         log:
-            f"{LOGS}/build_base_model.log",
+            f"{LOGS}/build_base_model/seed{{seed}}.log" if BASE_REPLICATES else f"{LOGS}/build_base_model.log",
         benchmark:
-            f"{BENCH}/build_base_model.tsv"
+            f"{BENCH}/build_base_model/seed{{seed}}.tsv" if BASE_REPLICATES else f"{BENCH}/build_base_model.tsv"
         shell:
             "{PY} -m pipeline build-base-model --config-json {params.cfg:q} --world-json {params.world:q} --template {params.template:q}"
             " --exclude {input.suites:q} --out {output.model:q} --metrics {output.metrics:q}"

@@ -66,7 +66,11 @@ TRAIN_PY = PY_VLLM if USES_VLLM_ROLLOUTS else PY
 SEEDS = config["seeds"]
 SUITES = list(config["suites"])
 TRAINED = [f"{m}/seed{s}" for m in METHODS for s in SEEDS]
-MODELS = ["base"] + TRAINED
+# base_model.replicates (toy world): a base model per seed, SFT'd with its own seed, so that a
+# replicate is a whole world (base model and RL run); otherwise one base model for every seed.
+BASE_REPLICATES = bool(config["base_model"]["replicates"])
+BASE_MODELS = [f"base/seed{s}" for s in SEEDS] if BASE_REPLICATES else ["base"]
+MODELS = BASE_MODELS + TRAINED
 
 
 wildcard_constraints:
@@ -110,9 +114,7 @@ def trainer_launcher():
 
 
 def model_dir(wildcards):
-    if wildcards.model == "base":
-        return rules.build_base_model.output.model
-    return f"{RESULTS}/models/{wildcards.model}"  # <method>/seed<s>
+    return f"{RESULTS}/models/{wildcards.model}"  # base, base/seed<s> or <method>/seed<s>
 
 
 def comparison_tables():

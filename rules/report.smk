@@ -139,6 +139,44 @@ rule crossing:
         " --suites {params.suites:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
+rule claims:
+    input:
+        passk=rules.tables.input.passk,
+        metrics=expand(f"{RESULTS}/train/{{run}}/metrics.jsonl", run=TRAINED),
+        exploration=[f"{RESULTS}/tables/exploration_summary.csv"] if ANALYSIS["enabled"] else [],
+        checkpoints=rules.checkpoint_analysis.output.tables if CHECKPOINT_ANALYSIS else [],
+    output:
+        md=report(
+            f"{RESULTS}/tables/claims.md",
+            caption="../report/claims.rst",
+            category="Summary",
+            labels={"table": "claims", "format": "Markdown"},
+        ),
+        csv=f"{RESULTS}/tables/claims.csv",
+    params:
+        runs=TRAINED,
+        suites=SUITES,
+        methods=as_json(METHODS),
+        exploration=lambda wc, input: f"--exploration-summary {input.exploration[0]}" if input.exploration else "",
+        checkpoints=lambda wc, input: ("--checkpoints " + " ".join(input.checkpoints)) if input.checkpoints else "",
+        name=config["run_name"],
+        bootstrap=REPORT_SETTINGS["bootstrap"],
+        seed=REPORT_SETTINGS["seed"],
+        out_dir=lambda wc, output: os.path.dirname(output.md),
+        code=code_hash("claims"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/claims.log",
+    benchmark:
+        f"{BENCH}/claims.tsv"
+    shell:
+        "{PY} -m pipeline claims --passk {input.passk:q} --metrics {input.metrics:q} --metrics-runs {params.runs:q}"
+        " --methods-json {params.methods:q} --suites {params.suites:q} {params.exploration} {params.checkpoints}"
+        " --config-name {params.name:q} --bootstrap {params.bootstrap} --seed {params.seed}"
+        " --out-dir {params.out_dir:q} 2> {log:q}"
+
+
 rule figures:
     input:
         passk=rules.tables.input.passk,
@@ -189,6 +227,7 @@ rule report_md:
         tables=[rules.tables.output.md, *expand(f"{RESULTS}/tables/{{name}}.md", name=list(comparison_tables()))],
         comparisons=rules.paired_bootstrap.output.md,
         crossing=rules.crossing.output.md,
+        claims=rules.claims.output.md,
         figures=rules.figures.output,
         exploration=EXPLORATION_MD,
         exploration_figures=EXPLORATION_FIGURES,
@@ -211,6 +250,6 @@ rule report_md:
         f"{BENCH}/report_md.tsv"
     shell:
         "{PY} -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
-        " --crossing {input.crossing:q} --figures {input.figures:q} --config {params.config:q}"
+        " --crossing {input.crossing:q} --claims {input.claims:q} --figures {input.figures:q} --config {params.config:q}"
         " {params.paper_context} --exploration-tables {input.exploration:q}"
         " --exploration-figures {input.exploration_figures:q} --out {output.md:q} 2> {log:q}"

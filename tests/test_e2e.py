@@ -86,7 +86,7 @@ def test_dry_run_explains_reruns_after_a_method_change(micro_run, tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert counts.get("train") == 1
-    assert counts.get("sample") == 2 and counts.get("score") == 2
+    assert counts.get("sample") == 1 and counts.get("score") == 2  # one sampling job for the model's suites
     assert "build_base_model" not in counts and "prepare_data" not in counts
 
 
@@ -117,3 +117,32 @@ def test_html_report(micro_run):
     for name in ("passk_micro-hard.png", "training_dynamics.png", "main.csv", "comparisons.csv", "crossing.csv",
                  "REPORT.md"):
         assert name in html
+
+
+def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
+    """base_model.replicates: a base model per seed (its own SFT seed), training from it, the
+    base row of the tables over the replicates, and the claims table judging across them."""
+    import yaml
+
+    cfg = yaml.safe_load(MICRO.read_text())
+    cfg["seeds"] = [0, 1]
+    cfg["methods"] = {"grpo": {}}
+    cfg["base_model"]["replicates"] = True
+    config = tmp_path / "replicates.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    workdir = tmp_path / "w"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = workdir / "results"
+    a, b = (results / "models" / "base" / f"seed{s}" / "model.safetensors" for s in (0, 1))
+    assert a.read_bytes() != b.read_bytes()  # two SFT seeds, two worlds
+    sft = [json.loads((results / "base_model" / f"seed{s}" / "sft_metrics.json").read_text()) for s in (0, 1)]
+    assert sft[0] != sft[1]
+    table = (results / "tables" / "main.md").read_text()
+    assert "| base | 2 |" in table  # the base row is a mean over the replicates' base models
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    c1 = claims[(claims["claim"] == "C1") & (claims["comparison"] == "grpo - base")]
+    assert len(c1) == 2 and set(c1["replicates"]) == {2}
+    assert "## Which claims of the papers hold here" in (results / "REPORT.md").read_text()

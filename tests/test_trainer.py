@@ -133,3 +133,17 @@ def test_rollout_rewards_are_graded_under_a_hard_timeout(tmp_path, tiny_model_di
     assert {r["grader_timeouts"] for r in records if r["rollout"] == 0} == {1}  # a per-rollout count on each update
     assert {r["grader_timeouts"] for r in records if r["rollout"] == 1} == {0}
     assert all(r["grader_errors"] == 0 for r in records)
+
+
+def test_aer_sets_each_rollouts_alpha_from_that_rollouts_entropy(tmp_path, tiny_model_dir, train_file):
+    """No one-rollout lag: alpha_r = clip(alpha_{r-1} + eta * (H* - H_r), 0, alpha_max) with H_r
+    the rollout's own entropy, measured before its updates (rollout 0 anchors H_0)."""
+    entry = {"regularizer": {"eta": 5.0, "alpha_max": 10.0, "rho": 1.2}}
+    records, _ = train(tmp_path, tiny_model_dir, train_file, "grpo_aer", entry, rollouts=4)
+    per_rollout = {r["rollout"]: r for r in records}
+    assert per_rollout[0]["aer_alpha"] == 0.0 and per_rollout[0]["aer_h0"] == per_rollout[0]["rollout_entropy"]
+    target = per_rollout[0]["aer_target"]
+    for r in range(1, 4):
+        expected = min(max(per_rollout[r - 1]["aer_alpha"] + 5.0 * (target - per_rollout[r]["rollout_entropy"]), 0.0), 10.0)
+        assert per_rollout[r]["aer_alpha"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert per_rollout[3]["aer_alpha"] > 0

@@ -131,7 +131,7 @@ TOKEN_SELECTIONS: dict[str, Callable[..., Tensor]] = {"clip_cov": clip_cov_selec
 
 
 class Regularizer(Protocol):
-    def begin_rollout(self, group_accuracy: Tensor, group_size: int) -> dict[str, float]: ...
+    def begin_rollout(self, group_accuracy: Tensor, group_size: int, rollout_entropy: float | None = None) -> dict[str, float]: ...
     def term(self, entropy: Tensor, mask: Tensor, rows: Tensor, aggregation: str, norm_length: int | None) -> Tensor: ...
     def end_rollout(self, mean_entropy: float) -> dict[str, float]: ...
     def stats(self) -> dict[str, float | None]: ...
@@ -140,7 +140,7 @@ class Regularizer(Protocol):
 
 
 class NoRegularizer:
-    def begin_rollout(self, group_accuracy, group_size):
+    def begin_rollout(self, group_accuracy, group_size, rollout_entropy=None):
         return {}
 
     def term(self, entropy, mask, rows, aggregation, norm_length):
@@ -176,7 +176,15 @@ class AdaptiveEntropy(NoRegularizer):
         self.controller = AERController(**controller_kwargs)
         self.response_weights: Tensor | None = None  # lambda(q) of each response of the rollout
 
-    def begin_rollout(self, group_accuracy, group_size):
+    def begin_rollout(self, group_accuracy, group_size, rollout_entropy=None):
+        """Before a rollout's updates: the controller observes the rollout's own mean entropy
+        (measured under the rollout policy) and sets the alpha these updates use, so alpha
+        responds to the entropy it acts on. (Observing after the updates, for the next
+        rollout, lags one rollout: a pure integral loop then oscillates with growing
+        amplitude, as the toy showed: alpha 0.40, entropy 0.25, accuracy collapsed.)
+        ``rollout_entropy=None`` (a rollout resumed mid-way) only recomputes lambda(q)."""
+        if rollout_entropy is not None:
+            self.controller.observe(rollout_entropy)
         lam = self.controller.allocate(group_accuracy)
         self.response_weights = lam.repeat_interleave(group_size)
         return {"aer_lambda_mean": float(lam.mean()), "aer_lambda_frac": float((lam > 0).float().mean())}
@@ -188,7 +196,6 @@ class AdaptiveEntropy(NoRegularizer):
         return self.controller.alpha * bonus
 
     def end_rollout(self, mean_entropy):
-        self.controller.observe(mean_entropy)
         return self.controller.stats()
 
     def stats(self):

@@ -13,7 +13,8 @@ One readable loop. Each rollout step:
    tensor, every mini-batch, with the current entropy), its **policy loss** and
    **regularizer** give the loss; one optimizer step — a *policy update*, logged to the
    metrics JSONL;
-6. the regularizer sees the step's mean entropy (AER adapts its coefficient).
+6. (AER: before the updates of step 4-5 its controller has seen the rollout's own mean
+   entropy and set the coefficient they use.)
 
 The method is data (:mod:`pipeline.rl.methods`); every component comes from
 :mod:`pipeline.rl.registry`. Every random draw is seeded from (seed, rollout index), so a
@@ -806,7 +807,7 @@ def run(args: argparse.Namespace) -> int:
                     old_logp, values, advantages, returns = t["old_logp"], t["values"], t["advantages"], t["returns"]
                     rollout_entropy, rollout_stats = resumed["rollout_entropy"], resumed.get("rollout_stats", {})
                     global_accuracy = resumed.get("global_accuracy", rollout.group_accuracy)
-                    reg_stats = regularizer.begin_rollout(global_accuracy, G)  # pure: same weights again
+                    reg_stats = regularizer.begin_rollout(global_accuracy, G)  # no observation: the checkpoint holds it
                     shuffle, selection = torch.Generator(), torch.Generator()
                     shuffle.set_state(resumed["shuffle"])
                     selection.set_state(resumed["selection"])
@@ -871,7 +872,7 @@ def run(args: argparse.Namespace) -> int:
                         global_accuracy = procs.gather_interleaved(rollout.group_accuracy)
 
                     # ---- 4. advantages (stored; never modified in place)
-                    reg_stats = regularizer.begin_rollout(global_accuracy, G)
+                    reg_stats = regularizer.begin_rollout(global_accuracy, G, rollout_entropy)
                     inp = registry.EstimatorInput(
                         scores=rollout.scores, mask=rollout.mask, group_size=G, values=values,
                         sum_over_processes=procs.sum if procs.distributed else None,
@@ -1011,7 +1012,7 @@ def run(args: argparse.Namespace) -> int:
                         "step_seconds": round(time.perf_counter() - t_step, 4), "processes": W, **dtypes,
                     }) + "\n", timings_path)
 
-                # ---- 6. end of step: the regularizer observes the step's entropy (AER adapts alpha)
+                # ---- 6. end of step (AER observed this rollout's entropy before its updates)
                 regularizer.end_rollout(rollout_entropy)
                 bar.set_postfix(acc=f"{record['accuracy']:.2f}", H=f"{rollout_entropy:.3f}")
                 done = r + 1

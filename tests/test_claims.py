@@ -1,0 +1,133 @@
+"""The claims stage: the verdict rule on constructed inputs, replicates as the unit of evidence,
+and a row for every claim of the papers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.report.claims import (
+    RunData,
+    build_rows,
+    claim_summary,
+    finalize,
+    hierarchical_bootstrap,
+    holm,
+    passk_row,
+    per_run_row,
+    roles_from_specs,
+    verdict,
+    _row,
+)
+from pipeline.rl.methods import resolve_method
+
+SUITE = "s"
+
+
+def counts(method: str, seeds: list[int], rates: dict[int, float], n_problems: int = 60, n: int = 16, rng_seed: int = 0):
+    """Pass@k counts: each problem's correct count drawn at the replicate's success rate."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for seed in seeds:
+        for p in range(n_problems):
+            rows.append({"method": method, "seed": seed, "suite": SUITE, "k_max": n, "problem_id": str(p), "n": n,
+                         "c": int(rng.binomial(n, rates[seed]))})
+    return pd.DataFrame(rows)
+
+
+def data_with(a_rates: dict[int, float], b_rates: dict[int, float], seeds=(0, 1, 2, 3, 4)) -> RunData:
+    frame = pd.concat([counts("grpo_entropy_adv", list(seeds), a_rates, rng_seed=1), counts("grpo", list(seeds), b_rates, rng_seed=2)])
+    return RunData(counts=frame, suites=[SUITE], n_boot=2000)
+
+
+def pass1_verdict(data: RunData) -> str:
+    row = passk_row(data, _row("C4", "p", "s", "st", "q", "c", +1, SUITE), "grpo_entropy_adv", "grpo", SUITE, 1)
+    return verdict(row["effect"], +1, row["p_value"])
+
+
+def test_a_planted_effect_holds_no_effect_is_not_shown_a_reversed_one_is_contradicted():
+    seeds = range(5)
+    assert pass1_verdict(data_with({s: 0.6 for s in seeds}, {s: 0.3 for s in seeds})) == "holds"
+    assert pass1_verdict(data_with({s: 0.4 for s in seeds}, {s: 0.4 for s in seeds})) == "not shown"
+    assert pass1_verdict(data_with({s: 0.3 for s in seeds}, {s: 0.6 for s in seeds})) == "contradicted"
+
+
+def test_an_effect_that_flips_between_replicates_is_not_evidence():
+    """Each replicate alone shows a clear difference over 60 problems, but its sign depends
+    on the replicate (as it may on the machine): the verdict rests on the replicates."""
+    a = {0: 0.7, 1: 0.2, 2: 0.7, 3: 0.2, 4: 0.7}
+    b = {0: 0.2, 1: 0.7, 2: 0.2, 3: 0.7, 4: 0.2}
+    data = data_with(a, b)
+    single = data_with({0: 0.7}, {0: 0.2}, seeds=(0,))
+    assert pass1_verdict(single) == "holds"  # one replicate: problem sampling alone decides
+    assert pass1_verdict(data) == "not shown"
+
+
+def test_per_run_quantities_are_tested_over_replicates():
+    row = per_run_row(_row("C6", "p", "s", "st", "q", "c", -1), {s: 0.10 + 0.001 * s for s in range(5)},
+                      {s: 0.30 + 0.001 * s for s in range(5)})
+    assert row["replicates"] == 5 and row["effect"] == pytest.approx(-0.2)
+    assert verdict(row["effect"], -1, row["p_value"]) == "holds"
+    noisy = per_run_row(_row("C6", "p", "s", "st", "q", "c", -1), {0: 0.1, 1: 0.5}, {0: 0.3, 1: 0.3})
+    assert verdict(noisy["effect"], -1, noisy["p_value"]) == "not shown"
+
+
+def test_holm_adjustment_by_hand():
+    assert holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+
+
+def test_hierarchical_bootstrap_of_a_constant_difference():
+    effect, lo, hi, p = hierarchical_bootstrap(np.full((3, 10), 0.5), 500, 0)
+    assert (effect, lo, hi, p) == (0.5, 0.5, 0.5, 0.0)
+
+
+def _full_run() -> RunData:
+    names = ["grpo", "grpo_entropy_adv", "ppo", "ppo_entropy_adv", "grpo_entropy_reg", "grpo_no_clip_higher",
+             "grpo_aer", "grpo_clip_cov", "grpo_kl_cov"]
+    seeds = [0, 1]
+    frame = pd.concat([counts("base", [-1], {-1: 0.3})] + [counts(m, seeds, {0: 0.4, 1: 0.45}, rng_seed=i)
+                                                           for i, m in enumerate(names)])
+    metrics = {}
+    for m in names:
+        for s in seeds:
+            n = 10
+            metrics[m, s] = pd.DataFrame({
+                "update": range(n), "rollout": [u // 2 for u in range(n)], "entropy": np.linspace(0.2, 0.1, n),
+                "rollout_entropy": np.linspace(0.2, 0.1, n), "response_length": np.linspace(40, 45, n),
+                "shaping_ratio": np.linspace(0.1, 0.05, n) if "entropy_adv" in m else [None] * n,
+                **({"aer_target": [0.16] * n} if m == "grpo_aer" else {}),
+            })
+    specs = {m: resolve_method(m, {}) for m in names}
+    exploration = pd.DataFrame({"model": ["base", "grpo"], "pivotal_diff": [0.4, 0.5], "pivotal_p": [1e-9, 1e-9],
+                                "reflective_diff": [-0.1, -0.1], "reflective_p": [1e-4, 1e-4],
+                                "rare_diff": [math.nan, 0.07], "rare_p": [math.nan, 1e-6]})
+    return RunData(counts=frame, metrics=metrics, roles=roles_from_specs(specs), exploration=exploration, suites=[SUITE], n_boot=300)
+
+
+def test_every_claim_has_a_row_and_untestable_ones_say_so():
+    table = finalize(build_rows(_full_run(), "test"))
+    assert {f"C{i}" for i in range(1, 16)} == set(table["claim"])
+    summary = claim_summary(table).set_index("claim")
+    # the default methods have no AER ablations and no large fixed bonus
+    assert summary.loc["C13", "verdict"] == "not tested"
+    assert set(table.loc[table["claim"] == "C13", "verdict"]) == {"not tested"}
+    assert set(table["verdict"]) <= {"holds", "not shown", "contradicted", "not tested"}
+    # a planted exploration effect of the analysis stage holds; the toy's reversed one is contradicted
+    c8 = table[table["claim"] == "C8"].set_index(["quantity", "comparison"])
+    assert c8.loc[("mean entropy, pivotal tokens vs other tokens (nats)", "grpo"), "verdict"] == "holds"
+    assert c8.loc[("mean entropy, reflective segments vs other segments (nats)", "grpo"), "verdict"] == "contradicted"
+
+
+def test_ablations_and_a_large_beta_are_recognised_from_their_parameters():
+    specs = {
+        "grpo_aer": resolve_method("grpo_aer", {}),
+        "no_alloc": resolve_method("no_alloc", {"preset": "grpo_aer", "regularizer": {"allocation": "none"}}),
+        "fixed_t": resolve_method("fixed_t", {"preset": "grpo_aer", "regularizer": {"target": 0.1}}),
+        "fixed_c": resolve_method("fixed_c", {"preset": "grpo_aer", "regularizer": {"adapt": False}}),
+        "beta01": resolve_method("beta01", {"preset": "grpo_entropy_reg", "regularizer": {"coef": 0.01}}),
+    }
+    assert roles_from_specs(specs) == {"grpo_aer": "grpo_aer", "aer_no_allocation": "no_alloc", "aer_fixed_target": "fixed_t",
+                                       "aer_fixed_coef": "fixed_c", "entropy_reg_large": "beta01"}
