@@ -1,7 +1,7 @@
 """The toy AER controller settings, chosen by a sweep over seeds (README "AER").
 
     python scripts/aer_sweep.py --base-model results/models/base --train results/data/train.parquet \
-        [--seeds 0 1 2] [--variants eta:alpha_max ...] [--jobs 2]
+        [--seeds 0 1 2] [--variants eta:alpha_max ...] [--references grpo ...] [--rollouts N] [--jobs 2]
 
 Trains ``grpo_aer`` with each (eta, alpha_max) variant (rho and everything else from
 config.yaml) and ``grpo`` for reference, for each seed, with the default config's training
@@ -33,12 +33,14 @@ def main() -> int:
     parser.add_argument("--train", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["2:0.5", "1:0.2", "0.5:0.1", "0.25:0.05"])
+    parser.add_argument("--references", nargs="*", default=["grpo"], help="presets trained as they are, for reference")
+    parser.add_argument("--rollouts", type=int, default=None, help="training.rollouts (default: config.yaml's)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "results" / "aer_sweep"))
     args = parser.parse_args()
     cfg = check_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
     rho = cfg["methods"]["grpo_aer"]["regularizer"].get("rho", 0.6)
-    runs = {"grpo": ("grpo", {})}
+    runs = {name: (name, {}) for name in args.references}
     for v in args.variants:
         eta, amax = map(float, v.split(":"))
         runs[f"aer_eta{eta:g}_max{amax:g}"] = ("grpo_aer", {"regularizer": {"rho": rho, "eta": eta, "alpha_max": amax}})
@@ -48,6 +50,8 @@ def main() -> int:
         preset, entry = runs[name]
         spec = method_specs({**cfg, "methods": {name: {"preset": preset, **entry}}})[name]
         spec["training"]["snapshot_every"] = 0
+        if args.rollouts:
+            spec["training"]["rollouts"] = args.rollouts
         d = out / name / f"seed{seed}"
         if (d / "metrics.jsonl").is_file():
             return
@@ -71,6 +75,7 @@ def main() -> int:
                 "deviation": round(dev, 3), "max_deviation": round(max(abs(r["rollout_entropy"] - target) / target for r in half), 3),
                 "final_accuracy": round(per_rollout[last]["accuracy"], 3), "initial_accuracy": round(per_rollout[0]["accuracy"], 3),
                 "alpha_max_seen": max((r.get("aer_alpha") or 0) for r in recs),
+                "entropy": [round(per_rollout[r]["rollout_entropy"], 4) for r in sorted(per_rollout)],
             }
             print(name, seed, summary[name][seed], flush=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
