@@ -312,3 +312,22 @@ def test_entropy_bonus_keeps_gradient_and_applies_weights():
     )
     with pytest.raises(ValueError, match="broadcast"):
         entropy_bonus(ent, mask, weights=torch.ones(3, 2, 3))
+
+
+def test_kl_estimators_by_hand():
+    from pipeline.rl.losses import KL_ESTIMATORS, kl_penalty
+
+    logp = torch.tensor([[math.log(0.5), math.log(0.25)]])
+    ref = torch.tensor([[math.log(0.25), math.log(0.25)]])
+    mask = torch.tensor([[1.0, 1.0]])
+    d = math.log(2.0)  # log pi - log pi_ref on the first token, 0 on the second
+    assert KL_ESTIMATORS["k1"](logp, ref)[0].tolist() == pytest.approx([d, 0.0])
+    assert KL_ESTIMATORS["k2"](logp, ref)[0].tolist() == pytest.approx([0.5 * d * d, 0.0])
+    assert KL_ESTIMATORS["k3"](logp, ref)[0].tolist() == pytest.approx([0.5 - math.log(0.5) - 1.0, 0.0])  # e^-d + d - 1
+    # aggregated like the policy loss (token-mean over valid tokens); the gradient flows into logp only
+    lp = logp.clone().requires_grad_(True)
+    loss = kl_penalty(lp, ref, torch.tensor([[1.0, 0.0]]), "k2")
+    loss.backward()
+    assert float(loss) == pytest.approx(0.5 * d * d) and lp.grad[0].tolist() == pytest.approx([d, 0.0])
+    with pytest.raises(ValueError, match="known: \\['k1', 'k2', 'k3'\\]"):
+        kl_penalty(logp, ref, mask, "k4")

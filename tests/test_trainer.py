@@ -1,6 +1,7 @@
 """The trainer: every method runs through the one loop, logs its dynamics, and resumes exactly."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -147,3 +148,51 @@ def test_aer_sets_each_rollouts_alpha_from_that_rollouts_entropy(tmp_path, tiny_
         expected = min(max(per_rollout[r - 1]["aer_alpha"] + 5.0 * (target - per_rollout[r]["rollout_entropy"]), 0.0), 10.0)
         assert per_rollout[r]["aer_alpha"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert per_rollout[3]["aer_alpha"] > 0
+
+
+def test_lr_schedules_by_hand():
+    from pipeline.rl.schedule import learning_rate
+
+    # constant: lr throughout; warm-up: lr * (u + 1) / w, so the first update already moves
+    assert [learning_rate(1.0, {}, u, 10) for u in (0, 5, 9)] == [1.0, 1.0, 1.0]
+    assert [learning_rate(1.0, {"warmup_updates": 4}, u, 10) for u in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    # cosine over updates 2..9 after 2 warm-up updates: lr at the first, 0.1 * lr at the last
+    cos = {"name": "cosine", "warmup_updates": 2, "min_lr_ratio": 0.1}
+    lrs = [learning_rate(2.0, cos, u, 10) for u in range(10)]
+    assert lrs[:3] == [1.0, 2.0, 2.0] and lrs[-1] == pytest.approx(0.2)
+    assert lrs[5] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 7))))
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    with pytest.raises(ValueError, match="known: \\['constant', 'cosine'\\]"):
+        learning_rate(1.0, {"name": "step"}, 0, 10)
+
+
+def test_cosine_schedule_with_warmup_reaches_every_policy_update(tmp_path, tiny_model_dir, train_file):
+    """The lr each update used is logged; PPO's critic warm-up rollouts do not advance the schedule."""
+    from pipeline.rl.schedule import learning_rate
+
+    schedule = {"name": "cosine", "warmup_updates": 2, "min_lr_ratio": 0.0}
+    records, _ = train(tmp_path, tiny_model_dir, train_file, "grpo", {"training": {"lr_schedule": schedule}}, rollouts=3)
+    assert [r["lr"] for r in records] == [learning_rate(1e-3, schedule, u, 6) for u in range(6)]
+    assert records[0]["lr"] == pytest.approx(5e-4) and records[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    entry = {"estimator": {"critic_warmup_rollouts": 1}, "training": {"lr_schedule": schedule}}
+    records, _ = train(tmp_path, tiny_model_dir, train_file, "ppo", entry, rollouts=3, tag="ppo")
+    policy = [r["lr"] for r in records if r["policy_updated"]]
+    assert policy == [learning_rate(1e-3, schedule, u, 4) for u in range(4)]
+    assert all(r["lr"] >= 0 for r in records)
+
+
+def test_kl_to_the_reference_is_zero_at_the_start_and_pulls_the_policy_back(tmp_path, tiny_model_dir, train_file):
+    """training.kl: the reference is the base model (KL 0 at the first update); a large coefficient
+    keeps the policy closer to it than a tiny one does; off by default (no kl_ref logged). (The
+    untrained tiny model earns no reward: an entropy bonus moves the policy.)"""
+    bonus = {"regularizer": {"coef": 0.5}}
+    plain, _ = train(tmp_path, tiny_model_dir, train_file, "grpo_entropy_reg", bonus, rollouts=3, tag="plain")
+    assert "kl_ref" not in plain[0]
+    weak, _ = train(tmp_path, tiny_model_dir, train_file, "grpo_entropy_reg", {**bonus, "training": {"kl": {"coef": 1e-6}}},
+                    rollouts=3, tag="weak")
+    strong, _ = train(tmp_path, tiny_model_dir, train_file, "grpo_entropy_reg",
+                      {**bonus, "training": {"kl": {"coef": 50.0, "estimator": "k3"}}}, rollouts=3, tag="strong")
+    assert weak[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6) and strong[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert weak[-1]["kl_ref"] > 1e-6
+    assert strong[-1]["kl_ref"] < weak[-1]["kl_ref"] / 2
+    assert weak[-1]["loss"] == pytest.approx(plain[-1]["loss"], rel=1e-3)  # a tiny coefficient barely changes the loss

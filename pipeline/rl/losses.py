@@ -13,6 +13,7 @@ log-probabilities of the sampled tokens under the current and the rollout policy
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -496,3 +497,53 @@ def entropy_bonus(
                 f"weights shape {tuple(weights.shape)} does not broadcast to entropy shape {tuple(entropy.shape)}"
             )
     return aggregate(h, mask, agg, norm_length)
+
+
+# --------------------------------------------------------------------------- KL to a reference
+
+
+KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
+
+
+def register_kl_estimator(name: str):
+    def wrap(fn):
+        KL_ESTIMATORS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_kl_estimator("k1")
+def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """``log pi - log pi_ref`` per token ``[B, T]``: unbiased for KL(pi || pi_ref) under
+    samples of pi, high variance, can be negative (Schulman's k1)."""
+    return logp - ref_logp
+
+
+@register_kl_estimator("k2")
+def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """``0.5 * (log pi - log pi_ref)^2`` per token ``[B, T]``: biased, low variance, >= 0 (k2)."""
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+@register_kl_estimator("k3")
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """``exp(r) - r - 1`` with ``r = log pi_ref - log pi`` per token ``[B, T]``: unbiased and
+    >= 0 (Schulman's k3; verl's ``low_var_kl``, GRPO's KL term). The log-ratio is clamped to
+    +-20 like the importance ratios, so one token cannot overflow the loss."""
+    r = (ref_logp - logp).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    return torch.exp(r) - r - 1.0
+
+
+def kl_penalty(
+    logp: Tensor, ref_logp: Tensor, mask: Tensor, estimator: str = "k3", agg: str = "token-mean",
+    norm_length: int | None = None,
+) -> Tensor:
+    """Aggregated per-token KL estimate of the policy to a frozen reference, to be ADDED to
+    the loss as ``coef * kl_penalty(...)`` (verl's ``use_kl_loss``, TRL's ``beta``). ``logp``
+    carries the gradient, ``ref_logp`` (computed once per rollout, no grad) does not. Same
+    aggregation as the policy loss. Shapes: ``[B, T]`` each."""
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; known: {sorted(KL_ESTIMATORS)}")
+    _check_same_shape(logp=logp, ref_logp=ref_logp, mask=mask)
+    return aggregate(KL_ESTIMATORS[estimator](logp, ref_logp.detach()), mask, agg, norm_length)

@@ -63,7 +63,10 @@ from pipeline.prompts import render_prompts
 from pipeline.rl import registry
 from pipeline.rl.entropy import logprobs_and_entropy
 from pipeline.rl.distributed import Processes
-from pipeline.rl.losses import aggregation_units, explained_variance_from_sums, explained_variance_sums, value_loss
+from pipeline.rl.losses import (
+    aggregation_units, explained_variance_from_sums, explained_variance_sums, kl_penalty, value_loss,
+)
+from pipeline.rl.schedule import learning_rate
 from pipeline.sampling.base import SamplingParams, end_of_sequence_ids
 from pipeline.sampling.hf import HFSampler
 
@@ -587,6 +590,17 @@ def run(args: argparse.Namespace) -> int:
         # GAE and whitening take gamma/lam/whiten; the rest are critic settings.
         estimator_params = {k: estimator_params[k] for k in ("gamma", "lam", "whiten")}
     estimator = registry.ESTIMATORS[est["name"]]
+    # KL to a frozen reference (the base model), off by default: neither paper uses it.
+    kl_cfg = cfg.get("kl") or {}
+    kl_coef, kl_estimator = float(kl_cfg.get("coef", 0.0)), kl_cfg.get("estimator", "k3")
+    reference = None
+    if kl_coef > 0:
+        reference, _ = load_model_and_tokenizer(args.base_model, trust_remote_code=args.trust_remote_code)
+        reference.requires_grad_(False)
+        reference.eval()
+        reference.to(procs.device)
+        if procs.sharded:  # FSDP shards it like the policy; DDP needs no wrapper for a frozen model
+            reference = procs.wrap_model(reference)
 
     prompt_ids_all = [tokenizer(p).input_ids for p in render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)]
     if cfg["max_prompt_tokens"] is not None:  # e.g. 1024 + 3072 response tokens in a 4096 context
@@ -733,6 +747,9 @@ def run(args: argparse.Namespace) -> int:
     chunk = cfg["entropy_chunk_size"]
     micro = cfg["micro_batch_size"] or n_prompts * G
     local_prompts, local_mb = n_prompts // W, mb_prompts // W
+    # The lr schedule runs over policy updates (a PPO critic warm-up does not advance it).
+    updates_per_rollout = epochs * (n_prompts // mb_prompts)
+    policy_updates_total = max(cfg["rollouts"] - critic_warmup, 1) * updates_per_rollout
 
     def to_global_rows(rows: torch.Tensor) -> torch.Tensor:
         """Local response rows -> rows of the whole rollout (process k holds prompts k, k+W, ...)."""
@@ -805,6 +822,7 @@ def run(args: argparse.Namespace) -> int:
                     t = resumed["tensors"]
                     rollout = Rollout(**{k: t[k] for k in Rollout.__dataclass_fields__})
                     old_logp, values, advantages, returns = t["old_logp"], t["values"], t["advantages"], t["returns"]
+                    ref_logp = t.get("ref_logp")
                     rollout_entropy, rollout_stats = resumed["rollout_entropy"], resumed.get("rollout_stats", {})
                     global_accuracy = resumed.get("global_accuracy", rollout.group_accuracy)
                     reg_stats = regularizer.begin_rollout(global_accuracy, G)  # no observation: the checkpoint holds it
@@ -857,6 +875,12 @@ def run(args: argparse.Namespace) -> int:
                                     values[rows, :T] = critic(input_ids.to(procs.device), attention.to(procs.device)).float().cpu()
                         if values is not None:
                             values = values * rollout.mask
+                        ref_logp = None
+                        if reference is not None:  # the reference's log-probs, once per rollout
+                            ref_logp = torch.zeros(N, width)
+                            for rows in micro_batches(torch.arange(N), rollout.lengths, micro):
+                                lp, _, T = forward(reference, rows, rollout, want_grad=False)
+                                ref_logp[rows, :T] = lp
                         ent_sum, n_tok, reward_sum, n_correct, n_resp, length_sum, timeouts, errors, n_eos, n_finished = procs.sum([
                             float((old_entropy * rollout.mask).sum()), float(rollout.mask.sum()),
                             float(rollout.scores.sum()), float((rollout.scores > 0).sum()),
@@ -901,6 +925,10 @@ def run(args: argparse.Namespace) -> int:
                         groups = prompt_order[start : start + local_mb]
                         rows = (groups[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
                         where = f"rollout {r}, update {update}"
+                        policy_update = max(update - critic_warmup * updates_per_rollout, 0)
+                        lr_now = learning_rate(cfg["lr"], cfg.get("lr_schedule") or {}, policy_update, policy_updates_total)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr_now
                         # The loss is normalised over the whole mini-batch (every process's share):
                         # micro-batch m's aggregate is weighted by units_m / units, and DDP's
                         # gradient average is undone by the factor W.
@@ -924,6 +952,10 @@ def run(args: argparse.Namespace) -> int:
                             reg_term = regularizer.term(entropy, mask, to_global_rows(mrows), aggregation, norm_length)
                             weight = aggregation_units(mask, aggregation) / max(units, 1.0)
                             loss = (pg_loss - reg_term) * weight * W
+                            if reference is not None:
+                                kl = kl_penalty(logp, ref_logp[mrows, :T].to(logp.device), mask, kl_estimator, aggregation, norm_length)
+                                loss = loss + kl_coef * kl * weight * W
+                                stats = {**stats, "kl_ref": kl.item()}
                             if not procs.distributed:  # distributed: the all-reduced grad norm catches it on every process
                                 _finite("loss", loss, where, f" (pg_loss {pg_loss.item()}, reg_term {reg_term.item()})")
                             if policy_on:
@@ -939,7 +971,8 @@ def run(args: argparse.Namespace) -> int:
                             "update": update, "rollout": r, **rollout_stats,
                             "entropy": mean["entropy"], "rollout_entropy": rollout_entropy,
                             "shaping_ratio": mean["shaping_ratio"],
-                            "pg_loss": mean["pg_loss"], "reg_term": mean["reg_term"], "loss": mean["pg_loss"] - mean["reg_term"],
+                            "pg_loss": mean["pg_loss"], "reg_term": mean["reg_term"],
+                            "loss": mean["pg_loss"] - mean["reg_term"] + (kl_coef * mean["stats"]["kl_ref"] if reference is not None else 0.0),
                             "lr": optimizer.param_groups[0]["lr"],
                             "policy_updated": policy_on,
                             **mean["stats"], **reg_stats, **regularizer.stats(),
@@ -1001,6 +1034,7 @@ def run(args: argparse.Namespace) -> int:
                                 "tensors": {
                                     **{k: getattr(rollout, k) for k in Rollout.__dataclass_fields__},
                                     "old_logp": old_logp, "values": values, "advantages": advantages, "returns": returns,
+                                    "ref_logp": ref_logp,
                                 },
                             })
                             return preempted_exit()
