@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--base-model", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["2:0.5", "1:0.2", "0.5:0.1", "0.25:0.05"])
+    parser.add_argument("--variants", nargs="*", default=["2:0.5", "1:0.2", "0.5:0.1", "0.25:0.05"])
     parser.add_argument("--references", nargs="*", default=["grpo"], help="presets trained as they are, for reference")
     parser.add_argument("--rollouts", type=int, default=None, help="training.rollouts (default: config.yaml's)")
     parser.add_argument("--jobs", type=int, default=2)
