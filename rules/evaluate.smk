@@ -53,6 +53,8 @@ rule score:
         timeout=config["grading"]["timeout_s"],
         workers=config["grading"]["workers"],
         bootstrap=config["grading"]["bootstrap"],
+        # verdicts already graded (same grader identity) are reused; finished chunks survive an interrupted job
+        verdict_cache=lambda wc: f"{RESULTS}/cache/verdicts/{wc.model}/{wc.suite}",
         code=code_hash("score", config["grader"]),
     conda:
         ENV
@@ -64,4 +66,5 @@ rule score:
         "{PY} -m pipeline score --problems {input.problems:q} --samples {input.samples:q}"
         " --model {wildcards.model} --suite {wildcards.suite} --k-max {params.k} --grader {params.grader:q}"
         " --timeout-s {params.timeout} --workers {params.workers} --bootstrap {params.bootstrap}"
+        " --verdict-cache {params.verdict_cache:q}"
         " --out-verdicts {output.verdicts:q} --out-passk {output.passk:q} 2> {log:q}"

@@ -318,3 +318,70 @@ def test_score_input_validation(tmp_path, capsys):
 
     assert cli_main(_score_argv(tmp_path, model="grpo-seed1")) == 2
     assert "grpo-seed1" in capsys.readouterr().err
+
+
+def test_maj_at_k_by_hand(tmp_path):
+    """p0 votes 2,2,3,3 (tie: half right), p1's only correct sample is truncated (no vote), p2 all right."""
+    _write_inputs(tmp_path, n=4)
+    assert cli_main(_score_argv(tmp_path)) == 0
+    out = json.loads((tmp_path / "out" / "passk.json").read_text())
+    assert out["maj_at_k"]["1"] == pytest.approx(out["pass1"])  # maj@1 = Pass@1 when answers agree with verdicts
+    assert out["maj_at_k"]["4"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+    assert out["maj_at_k"]["2"] == pytest.approx(0.5, abs=0.05)  # p0's pairs: (1 + 0 + 4 * 0.5) / 6 = 0.5, drawn
+
+
+def test_majority_tie_break_and_no_answer():
+    import numpy as np
+
+    from pipeline.eval.majority import answer_codes, maj_at_k
+
+    codes, good = answer_codes(["7", None, "8", "7"], np.array([True, False, False, True]))
+    assert codes.tolist() == [0, -1, 1, 0] and good.tolist() == [1.0, 0.0]
+    assert maj_at_k(codes, good, 4, seed=0) == 1.0
+    assert maj_at_k(np.array([-1, -1]), np.zeros(0), 2, seed=0) == 0.0
+    codes, good = answer_codes(["7", "8"], np.array([True, False]))
+    assert maj_at_k(codes, good, 2, seed=0) == 0.5
+
+
+def test_verdict_cache_reuses_and_resumes(tmp_path, monkeypatch):
+    """A rerun with the same cache grades nothing; an interrupted run's finished chunks are kept;
+    a different grader (or an edited one) does not reuse them."""
+    from pipeline.eval import score
+
+    _write_inputs(tmp_path, n=4)
+    cache = tmp_path / "cache"
+    argv = _score_argv(tmp_path) + ["--verdict-cache", str(cache), "--chunk-size", "1"]
+    graded = []
+    real = score.GraderPool.grade
+
+    def counting(self, responses, answers, chunk_size=None):
+        graded.extend(responses)
+        return real(self, responses, answers, chunk_size)
+
+    monkeypatch.setattr(score.GraderPool, "grade", counting)
+    assert cli_main(argv) == 0
+    first = (tmp_path / "out" / "passk.json").read_text()
+    # 12 samples, 1 truncated, 4 distinct (answer, text) among the rest: graded once each, a part per chunk
+    assert len(graded) == 4 and len(list(cache.glob("part-*.parquet"))) == 4
+    graded.clear()
+    assert cli_main(argv) == 0
+    assert graded == [] and (tmp_path / "out" / "passk.json").read_text() == first
+
+    # interrupted after its first chunk: the next run grades only the rest
+    for part in sorted(cache.glob("part-*.parquet"))[1:]:
+        part.unlink()
+    assert cli_main(argv) == 0
+    assert len(graded) == 3 and (tmp_path / "out" / "passk.json").read_text() == first
+
+    # another grader identity: nothing reused
+    graded.clear()
+    mod = tmp_path / "my_grader_mod.py"
+    mod.write_text("def grade(response, answer):\n    return answer in response\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    other = [a if a != "answer_line" else "my_grader_mod:grade" for a in argv]
+    assert cli_main(other) == 0
+    assert len(graded) == 4
+    graded.clear()
+    assert cli_main(other) == 0 and graded == []
+    mod.write_text("def grade(response, answer):\n    return answer in response  # edited\n")
+    assert cli_main(other) == 0 and len(graded) == 4

@@ -15,16 +15,20 @@ finish_reason, grader_status``) and a Pass@k JSON (see ``build_summary``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.eval.grading import GRADER_VERSION, grade_many, resolve_grader
+from pipeline.eval.grading import GRADER_VERSION, GraderPool, resolve_grader
+from pipeline.eval.majority import maj_at_ks
 from pipeline.eval.passk import bootstrap_ci, pass_at_k, power_of_two_ks
+from pipeline.eval.verdict_cache import VerdictCache, grader_identity, verdict_key
 from pipeline.io import write_json, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="grading worker processes")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over problems for CIs (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--verdict-cache", type=Path, default=None,
+                        help="directory of cached verdicts (reused, and extended as chunks finish: a rerun resumes)")
+    parser.add_argument("--chunk-size", type=int, default=4096, help="samples graded between cache writes and progress lines")
     parser.add_argument("--out-verdicts", required=True, type=Path, help="per-sample verdicts Parquet")
     parser.add_argument("--out-passk", required=True, type=Path, help="Pass@k summary JSON")
 
@@ -150,26 +157,48 @@ def load_inputs(problems_path: Path, samples_path: Path) -> tuple[pd.DataFrame, 
 
 
 def grade_samples(
-    problems: pd.DataFrame, samples: pd.DataFrame, grader: str, timeout_s: float, workers: int
+    problems: pd.DataFrame, samples: pd.DataFrame, grader: str, timeout_s: float, workers: int,
+    cache_dir: Path | None = None, chunk_size: int = 4096,
 ) -> pd.DataFrame:
-    """Per-sample verdicts; truncated samples are wrong and not graded."""
+    """Per-sample verdicts; truncated samples are wrong and not graded. With ``cache_dir``,
+    verdicts graded before (by the same grader identity) are reused, and each graded chunk is
+    stored as it finishes (pipeline/eval/verdict_cache.py): a rerun or a resumed job grades
+    only what no earlier run finished."""
     answer_of = dict(zip(problems["id"], problems["answer"]))
     truncated = (samples["finish_reason"] == "length").to_numpy()
     correct = np.zeros(len(samples), dtype=bool)
     status = np.full(len(samples), "truncated", dtype=object)
-    todo = np.flatnonzero(~truncated)
     texts = samples["text"].to_numpy()
     pids = samples["problem_id"].to_numpy()
-    results = grade_many(
-        [texts[i] for i in todo],
-        [answer_of[pids[i]] for i in todo],
-        grader=grader,
-        timeout_s=timeout_s,
-        workers=workers,
-    )
-    for i, res in zip(todo, results):
-        correct[i] = res.correct
-        status[i] = res.status
+    cache = VerdictCache(cache_dir)
+    identity = grader_identity(grader)
+    keys = {i: verdict_key(identity, answer_of[pids[i]], texts[i]) for i in np.flatnonzero(~truncated)}
+    todo, same = [], {}  # one grading per distinct (answer, text): repeated responses are common
+    for i, key in keys.items():
+        hit = cache.lookup(key)
+        if hit is not None:
+            correct[i], status[i] = hit, "ok"
+        elif key in same:
+            same[key].append(i)
+        else:
+            same[key] = [i]
+            todo.append(i)
+    if cache_dir is not None:
+        logger.info("verdict cache %s: %d of %d gradable samples already graded; %d distinct left to grade",
+                    cache_dir, len(keys) - sum(len(v) for v in same.values()), len(keys), len(todo))
+    started, done = time.monotonic(), 0
+    with GraderPool(grader, timeout_s, workers) if todo else contextlib.nullcontext() as pool:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start : start + chunk_size]
+            results = pool.grade([texts[i] for i in chunk], [answer_of[pids[i]] for i in chunk])
+            for i, res in zip(chunk, results):
+                for j in same[keys[i]]:
+                    correct[j], status[j] = res.correct, res.status
+            cache.add([keys[i] for i, res in zip(chunk, results) if res.status == "ok"],
+                      [bool(res.correct) for res in results if res.status == "ok"])
+            done += len(chunk)
+            rate = done / max(time.monotonic() - started, 1e-9)
+            logger.info("graded %d/%d samples (%.0f/s, ETA %.0f s)", done, len(todo), rate, (len(todo) - done) / rate)
     return pd.DataFrame(
         {
             "problem_id": samples["problem_id"].astype(str),
@@ -192,6 +221,7 @@ def build_summary(
     grader: str,
     n_boot: int,
     seed: int,
+    texts=None,
 ) -> dict:
     """The Pass@k JSON object (keys of ``pass_at_k``/``pass_at_k_ci`` are ``str(k)``)."""
     method, model_seed = parse_model_id(model)
@@ -206,6 +236,11 @@ def build_summary(
             lo, hi = bootstrap_ci(per_problem, n_boot=n_boot, seed=seed)
             pass_ci[str(k)] = [lo, hi]
     status = verdicts["grader_status"]
+    maj = None
+    if texts is not None:
+        maj = maj_at_ks(list(texts), verdicts["correct"].to_numpy(), verdicts["problem_id"].to_numpy(),
+                        [str(p) for p in problems["id"]], ks, grader, seed,
+                        truncated=(verdicts["finish_reason"] == "length").to_numpy())
     return {
         "model": model,
         "method": method,
@@ -219,6 +254,9 @@ def build_summary(
         "pass_at_k_ci": pass_ci,
         "pass1": float(verdicts["correct"].mean()),
         "pass1_ci": pass_ci.get("1"),
+        # majority vote over the extracted answers of k samples (pipeline/eval/majority.py);
+        # None when the grader has no answer extractor
+        "maj_at_k": maj,
         "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "level": 0.95},
         "per_problem": {
             "problem_id": [str(p) for p in problems["id"]],
@@ -252,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         raise PipelineError(
             f"--k-max {args.k_max} exceeds the {n} samples per problem in {args.samples}: Pass@k needs k <= n"
         )
-    verdicts = grade_samples(problems, samples, args.grader, args.timeout_s, args.workers)
+    verdicts = grade_samples(problems, samples, args.grader, args.timeout_s, args.workers, args.verdict_cache, args.chunk_size)
     summary = build_summary(
         problems=problems,
         verdicts=verdicts,
@@ -263,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         grader=args.grader,
         n_boot=args.bootstrap,
         seed=args.seed,
+        texts=samples["text"].to_numpy(),
     )
     write_parquet(args.out_verdicts, verdicts)
     write_json(args.out_passk, summary)
