@@ -6,63 +6,17 @@ so a typo stops the run with one message naming the key, before any job starts.
 
 from __future__ import annotations
 
-import copy
 import os
-from importlib import resources
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, validators
 
 from pipeline.errors import PipelineError
 from pipeline.rl.methods import resolve_method
+from pipeline.schema import ConfigError, load_schema, validate_schema
 
-SCHEMA_PATH = resources.files("pipeline") / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(PipelineError):
-    """The config is invalid; the message names the offending key."""
-
-
-def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def _with_defaults(validator_class):
-    """A validator that fills ``default`` values while validating (as snakemake.utils.validate does)."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for prop, sub in properties.items():
-                if "default" in sub:
-                    instance.setdefault(prop, copy.deepcopy(sub["default"]))
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _describe(error) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        unknown = sorted(k for k in error.instance if k not in allowed)
-        if unknown and allowed:
-            key = f"{path}.{unknown[0]}" if path else unknown[0]
-            return f"config key '{key}': unknown key (allowed here: {', '.join(sorted(allowed))})"
-    return f"config key '{path or '(top level)'}': {error.message}"
-
-
-def validate_schema(config: dict) -> dict:
-    """Validate against the JSON schema, filling defaults in place; ConfigError on the first problem."""
-    schema = load_schema()
-    validator = _with_defaults(Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        # The deepest error is usually the most specific one.
-        err = max(errors, key=lambda e: len(e.absolute_path))
-        raise ConfigError(_describe(err))
-    return config
+# The schema and its error type live in pipeline.schema (public; analysis.settings uses it too).
+__all__ = ["ConfigError", "check_config", "load_config", "load_schema", "method_specs", "validate_schema"]
 
 
 def check_config(config: dict) -> dict:
@@ -78,9 +32,21 @@ def check_config(config: dict) -> dict:
         for key in required:
             if key not in suite:
                 raise ConfigError(f"config key 'suites.{name}.{key}': required for a {config['world']}-world suite")
-    if config["world"] == "hub":
+    if not config["methods"] and not config["eval_models"]:
+        raise ConfigError("config key 'methods': at least one method to train, or models to evaluate under 'eval_models'")
+    for name, entry in config["eval_models"].items():
+        if ("path" in entry) == ("repo_id" in entry):
+            raise ConfigError(f"config key 'eval_models.{name}': give exactly one of path (a local directory) or repo_id")
+        if "repo_id" in entry and "revision" not in entry:
+            raise ConfigError(f"config key 'eval_models.{name}.revision': a hub model is evaluated at a pinned commit (40 hex digits)")
+        if name in config["methods"]:
+            raise ConfigError(f"config key 'eval_models.{name}': also the name of a method")
+        if name == "base" and config["methods"]:
+            raise ConfigError("config key 'eval_models.base': 'base' is the trained methods' own base model here")
+    if config["world"] == "hub" and config["methods"]:
         if "benchmark" not in config.get("train_data", {}):
             raise ConfigError("config key 'train_data.benchmark': required in the hub world")
+    if config["world"] == "hub" and config["methods"]:
         hub = config["base_model"].get("hub") or {}
         # The revision itself is enforced when the model is fetched (a dry run needs none).
         if not hub.get("local_path") and not hub.get("repo_id"):

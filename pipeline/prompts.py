@@ -12,7 +12,7 @@ from typing import Iterable
 
 from pipeline.errors import PipelineError
 
-# SPEC §8: Qwen2.5-Math's suffix, used with Math-Verify grading.
+# docs/methods.md §8: Qwen2.5-Math's suffix, used with Math-Verify grading.
 QWEN_BOXED_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 

@@ -16,7 +16,7 @@ What it is, and which real checkpoint property each choice stands in for:
   Qwen2.5 *base* models), ``<|im_start|>``, ``<|im_end|>``; the Qwen2.5(-7B-Instruct) chat template
   inline in ``tokenizer_config.json``; ``tokenizer_class: Qwen2Tokenizer`` as the real checkpoints
   have it, plus ``vocab.json`` / ``merges.txt``. transformers 5 rebuilds a ``Qwen2Tokenizer`` from
-  vocab and merges with its own hard-coded pipeline (SPEC §11) — that is why the pipeline above is
+  vocab and merges with its own hard-coded pipeline (README "Paper scale") — that is why the pipeline above is
   Qwen2's own: ``AutoTokenizer.from_pretrained(dir)`` then encodes and decodes exactly like the
   trained ``tokenizers`` object (checked at build time; the build fails otherwise).
 * **Weights** trained in fp32, saved with ``save_pretrained`` in **bfloat16** (``dtype`` and

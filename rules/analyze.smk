@@ -1,4 +1,4 @@
-# Exploration analysis (SPEC §9; Cheng et al. §2 and Fig. 8): where the entropy sits in the
+# Exploration analysis (docs/methods.md §9; Cheng et al. §2 and Fig. 8): where the entropy sits in the
 # responses. Per-token entropies of stored samples recomputed by the model that produced
 # them (one job for all analysed models: a job's start-up costs more than a toy model's
 # pass), then pivotal-token categories, reflective segments and rare sentences (kNN to the

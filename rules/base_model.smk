@@ -38,7 +38,7 @@ else:
         output:
             model=directory(f"{RESULTS}/models/base"),
         params:
-            hub=as_json(config["base_model"]["hub"]),
+            hub=as_json(config["base_model"].get("hub")),
             code=code_hash("fetch-base-model"),
         conda:
             ENV
@@ -48,3 +48,23 @@ else:
             f"{BENCH}/build_base_model.tsv"
         shell:
             "{PY} -m pipeline fetch-base-model --hub-json {params.hub:q} --out {output.model:q} 2> {log:q}"
+
+
+# eval_models from the hub: fetched at their pinned revision (the same stage as the hub
+# world's base model); a local `path` is read where it is.
+rule fetch_eval_model:
+    output:
+        model=directory(f"{RESULTS}/models/eval/{{name}}"),
+    params:
+        hub=lambda wc: as_json({k: config["eval_models"][wc.name][k] for k in ("repo_id", "revision")}),
+        code=code_hash("fetch-base-model"),
+    wildcard_constraints:
+        name="|".join(n for n, e in config["eval_models"].items() if "repo_id" in e) or "^$",
+    conda:
+        ENV
+    log:
+        f"{LOGS}/fetch_eval_model/{{name}}.log",
+    benchmark:
+        f"{BENCH}/fetch_eval_model/{{name}}.tsv"
+    shell:
+        "{PY} -m pipeline fetch-base-model --hub-json {params.hub:q} --out {output.model:q} 2> {log:q}"

@@ -69,15 +69,20 @@ TRAINED = [f"{m}/seed{s}" for m in METHODS for s in SEEDS]
 # base_model.replicates (toy world): a base model per seed, SFT'd with its own seed, so that a
 # replicate is a whole world (base model and RL run); otherwise one base model for every seed.
 BASE_REPLICATES = bool(config["base_model"]["replicates"])
-BASE_MODELS = [f"base/seed{s}" for s in SEEDS] if BASE_REPLICATES else ["base"]
-MODELS = BASE_MODELS + TRAINED
+BASE_MODELS = ([f"base/seed{s}" for s in SEEDS] if BASE_REPLICATES else ["base"]) if METHODS else []
+# eval_models: evaluated as they are. The one named "base" is the model id "base" (the
+# reference of crossing points and comparisons); the others are "eval/<name>".
+EVAL_MODELS = {("base" if name == "base" else f"eval/{name}"): {**entry, "name": name} for name, entry in config["eval_models"].items()}
+MODELS = BASE_MODELS + TRAINED + list(EVAL_MODELS)
+# the rows of the tables: the trained methods, then the evaluated models (besides "base")
+ROWS = list(METHODS) + [name for name in config["eval_models"] if name != "base"]
 
 
 wildcard_constraints:
     method="[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
     suite="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model=r"base|[A-Za-z0-9][A-Za-z0-9_.-]*/seed\d+",
+    model=r"base|[A-Za-z0-9][A-Za-z0-9_.-]*/seed\d+|eval/[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def as_json(obj):
@@ -114,7 +119,12 @@ def trainer_launcher():
 
 
 def model_dir(wildcards):
-    return f"{RESULTS}/models/{wildcards.model}"  # base, base/seed<s> or <method>/seed<s>
+    """base, base/seed<s>, <method>/seed<s>, or an evaluated model: its own directory, or the
+    copy fetched from the hub (rule fetch_eval_model)."""
+    entry = EVAL_MODELS.get(wildcards.model)
+    if entry is not None:
+        return entry["path"] if "path" in entry else f"{RESULTS}/models/eval/{entry['name']}"
+    return f"{RESULTS}/models/{wildcards.model}"
 
 
 def comparison_tables():

@@ -31,11 +31,13 @@ else:
     rule prepare_data:
         output:
             suites=expand(f"{RESULTS}/data/suites/{{suite}}.parquet", suite=SUITES),
-            train=f"{RESULTS}/data/train.parquet",
+            # no training set when nothing is trained (eval_models only)
+            train=f"{RESULTS}/data/train.parquet" if METHODS else [],
             decontamination=f"{RESULTS}/data/decontamination.json",
         params:
             suites_cfg=as_json(suites_data_slice()),
-            train_cfg=as_json(config["train_data"]),
+            train_cfg=as_json(config["train_data"] if METHODS else None),
+            train_out=lambda wc, output: f"--train-out {output.train}" if METHODS else "",
             fail="--fail-on-overlap" if config["decontamination"]["fail"] else "",
             suites_dir=lambda wc, output: os.path.dirname(output.suites[0]),
             code=code_hash("prepare-hub-data"),
@@ -47,5 +49,5 @@ else:
             f"{BENCH}/prepare_data.tsv"
         shell:
             "{PY} -m pipeline prepare-hub-data --suites-json {params.suites_cfg:q} --train-json {params.train_cfg:q}"
-            " {params.fail} --suites-dir {params.suites_dir:q} --train-out {output.train:q}"
+            " {params.fail} --suites-dir {params.suites_dir:q} {params.train_out}"
             " --report {output.decontamination:q} 2> {log:q}"

@@ -1,4 +1,4 @@
-# Pass@K evaluation (SPEC §8): n samples per problem from every model, then grading and
+# Pass@K evaluation (docs/methods.md §8): n samples per problem from every model, then grading and
 # the unbiased Pass@K estimator. Sampling and scoring are separate jobs, so changing K
 # or the grader regrades stored samples without sampling again.
 

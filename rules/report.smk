@@ -51,7 +51,7 @@ rule tables:
             for ext in ("md", "csv", "tex")
         ],
     params:
-        methods=list(METHODS),
+        methods=ROWS,
         suites=SUITES,
         comparisons=as_json(comparison_tables()),
         baselines=as_json(BASELINES),
@@ -89,7 +89,7 @@ rule paired_bootstrap:
         tex=f"{RESULTS}/tables/comparisons.tex",
     params:
         baselines=as_json(BASELINES),
-        methods=list(METHODS),
+        methods=ROWS,
         suites=SUITES,
         bootstrap=REPORT_SETTINGS["bootstrap"],
         seed=REPORT_SETTINGS["seed"],
@@ -124,7 +124,7 @@ rule crossing:
             labels={"analysis": "base-vs-RL crossing point K*", "format": "CSV"},
         ),
     params:
-        methods=list(METHODS),
+        methods=ROWS,
         suites=SUITES,
         out_dir=lambda wc, output: os.path.dirname(output.md),
         code=code_hash("crossing"),
@@ -205,7 +205,7 @@ rule figures:
         ),
     params:
         runs=TRAINED,
-        methods=list(METHODS),
+        methods=ROWS,
         # Fig. "entropy control": GRPO and the entropy-control strategies (all methods if none)
         entropy_methods=comparison_tables().get("entropy_control", list(METHODS)),
         out_dir=lambda wc, output: os.path.dirname(output.dynamics),
@@ -239,7 +239,7 @@ rule report_md:
             labels={"file": "REPORT.md"},
         ),
     params:
-        config=as_json(report_config(config, list(METHODS), BASELINES, SEEDS, SUITES)),
+        config=as_json(report_config(config, ROWS, BASELINES, SEEDS, SUITES)),
         paper_context=option("--paper-context", REPORT_SETTINGS["paper_context"]),
         code=code_hash("report", data_files=reference_files(REPORT_SETTINGS["paper_context"], PACKAGE_DIR)),
     conda:

@@ -1,5 +1,5 @@
 """Exploration analysis on constructed token streams with known entropies: category means,
-the significance test, segmentation, the regexes, kNN rarity, repetition rate (SPEC §9)."""
+the significance test, segmentation, the regexes, kNN rarity, repetition rate (docs/methods.md §9)."""
 
 from __future__ import annotations
 

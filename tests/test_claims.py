@@ -131,3 +131,16 @@ def test_ablations_and_a_large_beta_are_recognised_from_their_parameters():
     }
     assert roles_from_specs(specs) == {"grpo_aer": "grpo_aer", "aer_no_allocation": "no_alloc", "aer_fixed_target": "fixed_t",
                                        "aer_fixed_coef": "fixed_c", "entropy_reg_large": "beta01"}
+
+
+def test_without_exploration_analysis_c8_is_listed_as_not_tested_and_markdown_cells_escape_pipes():
+    from pipeline.report.claims import to_markdown
+
+    data = _full_run()
+    data.exploration = None
+    table = finalize(build_rows(data, "test"))
+    assert {f"C{i}" for i in range(1, 16)} == set(table["claim"])
+    assert set(table.loc[table["claim"] == "C8", "verdict"]) == {"not tested"}
+    md = to_markdown(table, "test")
+    c5 = next(line for line in md.splitlines() if line.startswith("| C5 | Cheng"))
+    assert "psi/\\|A\\|" in c5 and c5.count(" | ") == 5  # six cells, the pipes of |A| escaped

@@ -1,6 +1,7 @@
 """The schema stops bad configs with one message naming the key."""
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,27 @@ def test_snakemake_accepts_an_absolute_results_dir_only_when_allowed(tmp_path):
     # Snakemake's --config parses "True" (not "true") as a boolean
     allowed = subprocess.run(base + ["allow_absolute_paths=True"], capture_output=True, text=True, timeout=120)
     assert allowed.returncode == 0, allowed.stdout[-2000:] + allowed.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "eval_models, methods, expected",
+    [
+        ({}, {}, "at least one method to train, or models to evaluate"),
+        ({"m": {"path": "a", "repo_id": "b"}}, {}, "exactly one of path"),
+        ({"m": {}}, {}, "exactly one of path"),
+        ({"m": {"repo_id": "Qwen/Qwen2.5-7B"}}, {}, "eval_models.m.revision': a hub model is evaluated at a pinned commit"),
+        ({"grpo": {"path": "a"}}, {"grpo": {}}, "also the name of a method"),
+        ({"base": {"path": "a"}}, {"grpo": {}}, "'base' is the trained methods' own base model"),
+    ],
+)
+def test_eval_models_errors_name_the_key(eval_models, methods, expected):
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["methods"], cfg["eval_models"] = methods, eval_models
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_config(cfg)
+
+
+def test_eval_models_config_without_methods_is_valid():
+    cfg = check_config(yaml.safe_load((ROOT / "configs" / "eval" / "qwen25_7b_vs_math_7b.yaml").read_text()))
+    assert cfg["methods"] == {} and set(cfg["eval_models"]) == {"base", "qwen25-math-7b"}
+    assert check_config(yaml.safe_load((ROOT / "configs" / "eval" / "toy.yaml").read_text()))["eval_models"]

@@ -5,6 +5,7 @@ Slow (about a minute on 2 cores); marked ``e2e`` so a quick local run can skip i
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,37 @@ def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
     c1 = claims[(claims["claim"] == "C1") & (claims["comparison"] == "grpo - base")]
     assert len(c1) == 2 and set(c1["replicates"]) == {2}
     assert "## Which claims of the papers hold here" in (results / "REPORT.md").read_text()
+
+
+def test_eval_models_without_training(micro_run, tmp_path):
+    """eval_models and no methods: sample -> score -> tables, crossing points and REPORT.md for
+    given model directories. The model named "base" is the reference, sampled with the same seed
+    as the run that built it: its Pass@k is the micro run's own, bit for bit."""
+    import yaml
+
+    cfg = yaml.safe_load(MICRO.read_text())
+    del cfg["methods"]
+    models = micro_run / "results" / "models"
+    cfg["eval_models"] = {"base": {"path": str(models / "base")}, "rl": {"path": str(models / "grpo" / "seed0")}}
+    cfg["allow_absolute_paths"] = True
+    cfg["analysis"] = {"enabled": False}
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    workdir = tmp_path / "w"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = workdir / "results"
+    assert not (results / "train").exists() and not (results / "models").exists()  # nothing trained or built
+    table = (results / "tables" / "main.md").read_text()
+    assert "| base | 1 |" in table and "| rl | 1 |" in table
+    crossing = pd.read_csv(results / "tables" / "crossing.csv")
+    assert set(crossing["method"]) == {"rl"}
+    for suite in ("micro-hard", "micro-mixed"):
+        ours = json.loads((results / "scores" / "base" / f"{suite}.passk.json").read_text())
+        theirs = json.loads((micro_run / "results" / "scores" / "base" / f"{suite}.passk.json").read_text())
+        assert ours["pass_at_k"] == theirs["pass_at_k"]
+        rl = json.loads((results / "scores" / "eval" / "rl" / f"{suite}.passk.json").read_text())
+        assert rl["method"] == "rl" and rl["seed"] is None and rl["maj_at_k"] is not None
+    assert "REPORT.md" in os.listdir(results)

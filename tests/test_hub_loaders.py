@@ -121,7 +121,7 @@ def dapo_rows() -> list[dict]:
 # --------------------------------------------------------------------------- registry
 
 
-# The commits pinned by issue 14 / SPEC §8 (several independent public projects agree on each).
+# The commits pinned by issue 14 / docs/methods.md §8 (several independent public projects agree on each).
 PINNED = {
     "aime24": ("HuggingFaceH4/aime_2024", "2fe88a2f1091d5048c0f36abc874fb997b3dd99a"),
     "aime25": ("opencompass/AIME2025", "a6ad95f611d72cf628a80b58bd0432ef6638f958"),

@@ -116,3 +116,51 @@ def test_config_and_implementation_agree_on_every_bound(kind, name, key):
     # the default itself is admissible to both
     resolve_method("m", {"preset": preset, kind: {"name": name}})
     _function_check(kind, name, dict(COMPONENTS[kind][name]))
+
+
+def test_methods_listing_shows_effective_parameters(capsys):
+    """`python -m pipeline methods`: what `grpo_entropy_adv: {}` in config.yaml trains with."""
+    from pathlib import Path
+
+    from pipeline.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["methods", "--config", str(root / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "grpo_entropy_adv\n" in out and "shaping:     entropy_advantage (alpha: 0.4, kappa: 2)" in out
+    assert "regularizer: aer (" in out and "eta: 1," in out  # config.yaml's override, with the other defaults
+    assert main(["methods", "--config", str(root / "configs" / "toy_study.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "grpo_entropy_reg_large  (preset grpo_entropy_reg)" in out and "entropy_bonus (coef: 0.01)" in out
+
+
+def test_worked_example_new_shaping_trains(tmp_path, tiny_model_dir, train_file, monkeypatch):
+    """docs/methods.md "Adding a shaping function": the steps shown there, executed."""
+    import json
+
+    from pipeline.cli import main
+    from pipeline.config import method_specs
+    from pipeline.rl import methods, registry
+    from pipeline.rl.methods import Param
+
+    def entropy_scaled(advantages, entropy, beta):
+        return advantages * (1.0 + beta * entropy.detach())
+
+    monkeypatch.setitem(registry.SHAPINGS, "entropy_scaled", entropy_scaled)
+    monkeypatch.setitem(methods.PARAMS["shaping"], "entropy_scaled", {"beta": Param(0.5, ge=0)})
+    monkeypatch.setitem(methods.COMPONENTS["shaping"], "entropy_scaled", {"beta": 0.5})
+    training = {"rollouts": 1, "prompts_per_rollout": 4, "group_size": 4, "minibatch_prompts": 2, "epochs": 1,
+                "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "temperature": 1.0, "top_p": 1.0,
+                "max_new_tokens": 16, "entropy_chunk_size": None}
+    cfg = {"methods": {"grpo_entropy_scaled": {"preset": "grpo", "shaping": {"name": "entropy_scaled", "beta": 0.3}}},
+           "training": training}
+    spec = method_specs(cfg)["grpo_entropy_scaled"]
+    assert spec["shaping"] == {"name": "entropy_scaled", "beta": 0.3}
+    with pytest.raises(Exception, match="beta"):
+        method_specs({**cfg, "methods": {"x": {"preset": "grpo", "shaping": {"name": "entropy_scaled", "beta": -1}}}})
+    out = tmp_path / "run"
+    assert main(["train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+                 "--method-json", json.dumps(spec), "--seed", "0", "--template", "{problem}\n",
+                 "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
+                 "--checkpoint-dir", str(out / "ckpt")]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

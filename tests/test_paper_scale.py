@@ -88,3 +88,33 @@ def test_ppo_warms_its_critic_for_the_papers_ten_steps():
     cfg = yaml.safe_load((ROOT / "configs" / "paper" / "cheng2025_table2_qwen25_7b.yaml").read_text())
     for method in ("ppo", "ppo_entropy_adv"):
         assert cfg["methods"][method]["estimator"]["critic_warmup_rollouts"] == 10
+
+
+def test_prepare_hub_data_without_a_training_set(tmp_path):
+    """eval_models only: the suites are loaded, no training set is needed or written."""
+    aime = write_jsonl(tmp_path / "aime24.jsonl", AIME24_ROWS)
+    suites = {"aime24": {"benchmark": "aime24", "data_files": str(aime), "expected_rows": len(AIME24_ROWS), "k": 2, "n_samples": 2}}
+    assert main(["prepare-hub-data", "--suites-json", json.dumps(suites), "--train-json", "null",
+                 "--suites-dir", str(tmp_path / "suites"), "--report", str(tmp_path / "report.json")]) == 0
+    assert len(pd.read_parquet(tmp_path / "suites" / "aime24.parquet")) == len(AIME24_ROWS)
+    assert json.loads((tmp_path / "report.json").read_text())["train"] is None
+
+
+def test_eval_models_paper_config_dry_run_fetches_both_models_at_their_revisions(tmp_path):
+    """configs/eval/qwen25_7b_vs_math_7b.yaml: no training, both hub models fetched at their pinned
+    commits, one sampling job (one vLLM engine, a GPU) per model, every suite scored."""
+    config = ROOT / "configs" / "eval" / "qwen25_7b_vs_math_7b.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", str(config), "--directory", str(tmp_path),
+         "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout, flags=re.M))
+    assert "train" not in counts and "build_base_model" not in counts
+    assert int(counts["fetch_eval_model"]) == 2 and int(counts["sample"]) == 2
+    assert int(counts["score"]) == 2 * len(cfg["suites"])
+    for entry in cfg["eval_models"].values():
+        assert re.search(rf'"repo_id":"{re.escape(entry["repo_id"])}","revision":"{entry["revision"]}"', out.stdout)
+    assert re.search(r"rule sample:.*?resources:[^\n]*gpu=1\b", out.stdout, flags=re.S)

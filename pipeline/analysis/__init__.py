@@ -1,4 +1,4 @@
-"""Exploration analysis (SPEC §9; Cheng et al. 2025 §2 and Fig. 8).
+"""Exploration analysis (docs/methods.md §9; Cheng et al. 2025 §2 and Fig. 8).
 
 Where does a policy's token entropy sit in its reasoning? Over stored samples of any
 model (the entropies recomputed by a teacher-forced pass of the model that produced

@@ -1,4 +1,4 @@
-"""Pivotal tokens (SPEC §9): words of configurable categories (causal, contrastive, sequential,
+"""Pivotal tokens (docs/methods.md §9): words of configurable categories (causal, contrastive, sequential,
 reasoning verbs, …) against all other tokens.
 
 A category is a list of terms matched in the response text (see

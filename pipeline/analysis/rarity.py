@@ -1,4 +1,4 @@
-"""Rare behaviours (SPEC §9): sentence embeddings, the mean distance of each RL sentence to
+"""Rare behaviours (docs/methods.md §9): sentence embeddings, the mean distance of each RL sentence to
 its k nearest base-model sentences, the top fraction labelled rare.
 
 Embedding backends (config ``analysis.rarity.backend``):

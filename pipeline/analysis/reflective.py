@@ -1,4 +1,4 @@
-"""Reflective actions (SPEC §9): responses cut into sentences / steps, mean token entropy
+"""Reflective actions (docs/methods.md §9): responses cut into sentences / steps, mean token entropy
 per segment, reflective segments found by configurable regexes (verify, check, wait,
 re-examine, …).
 

@@ -1,4 +1,4 @@
-"""n-gram repetition rate (SPEC §9, our assumption: 4-grams, repeated-n-gram fraction).
+"""n-gram repetition rate (docs/methods.md §9, our assumption: 4-grams, repeated-n-gram fraction).
 
 rate = 1 − (distinct n-grams) / (n-grams): the share of a response's n-grams that repeat
 an earlier one. 0 for a response shorter than n units, or with no repeated n-gram.

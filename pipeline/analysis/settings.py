@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.schema import validate_section
 
 
 def schema_defaults() -> dict:
@@ -22,18 +23,7 @@ def schema_defaults() -> dict:
 
 def fill_defaults(section: dict | None) -> dict:
     """A copy of ``section`` validated against the schema's ``analysis`` entry, defaults filled."""
-    from jsonschema import Draft202012Validator
-
-    from pipeline.config import ConfigError, _describe, _with_defaults, load_schema
-
-    schema = load_schema()
-    sub = {**schema["properties"]["analysis"], "$defs": schema.get("$defs", {})}
-    section = copy.deepcopy(section or {})
-    errors = list(_with_defaults(Draft202012Validator)(sub).iter_errors(section))
-    if errors:
-        err = max(errors, key=lambda e: len(e.absolute_path))
-        raise ConfigError(_describe(err).replace("config key '", "config key 'analysis.", 1).replace(".(top level)", ""))
-    return section
+    return validate_section("analysis", section)
 
 
 def term_pattern(term: str) -> str:

@@ -1,4 +1,4 @@
-"""Stage ``analyze``: the exploration analysis of stored samples (SPEC §9), tables and figures.
+"""Stage ``analyze``: the exploration analysis of stored samples (docs/methods.md §9), tables and figures.
 
 Inputs: the per-token entropy files of ``token-entropy`` (base model first, then RL
 models), the sample files they came from (for the response texts), and optionally the

@@ -1,4 +1,4 @@
-"""Paper-scale datasets (SPEC §8) loaded through ``datasets.load_dataset``, mapped to the
+"""Paper-scale datasets (docs/methods.md §8) loaded through ``datasets.load_dataset``, mapped to the
 normalised problem schema of :mod:`pipeline.data.schema`.
 
 ``BENCHMARKS`` describes each dataset: hub id, config(s), split, where the problem and the
@@ -120,7 +120,7 @@ class BenchmarkSpec:
     """How one dataset maps to the problem schema.
 
     Field paths use dots: ``"prompt.0.content"`` is ``row["prompt"][0]["content"]``.
-    ``known_revision`` is the commit of the hub repository the paper configs pin (SPEC §8;
+    ``known_revision`` is the commit of the hub repository the paper configs pin (docs/methods.md §8;
     pinned by several independent public projects); the loader never uses it implicitly:
     a hub load takes the config's ``revision``. ``expected_rows`` is the row count after
     de-duplication (the distinct problems) for ``dedup_problems`` datasets, whose raw

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from pipeline import io
+from pipeline.errors import PipelineError
 from pipeline.data.hub import check_decontamination, decontamination_report, load_benchmark_from_config, provenance
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,10 @@ def loader_config(entry: dict) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suites-json", required=True, help="the suites config slice (JSON)")
-    parser.add_argument("--train-json", required=True, help="the train_data config slice (JSON)")
+    parser.add_argument("--train-json", required=True, help="the train_data config slice (JSON; null: no training set)")
     parser.add_argument("--fail-on-overlap", action="store_true")
     parser.add_argument("--suites-dir", required=True)
-    parser.add_argument("--train-out", required=True)
+    parser.add_argument("--train-out", default=None, help="the training set Parquet (needed unless --train-json is null)")
     parser.add_argument("--report", required=True, help="decontamination report JSON")
 
 
@@ -47,6 +48,14 @@ def run(args: argparse.Namespace) -> int:
     for name, entry in suites_cfg.items():
         frames[name] = load_benchmark_from_config(entry["benchmark"], loader_config(entry))
         log.info("suite %s (%s): %d problems", name, entry["benchmark"], len(frames[name]))
+    if train_cfg is None:  # evaluation only: no training set to load or decontaminate against
+        report = {"train": None, "suites": {}, "provenance": {"suites": {n: provenance(f) for n, f in frames.items()}, "train": None}}
+        io.write_json(args.report, report)
+        for name, frame in frames.items():
+            io.write_parquet(Path(args.suites_dir) / f"{name}.parquet", _without_attrs(frame))
+        return 0
+    if args.train_out is None:
+        raise PipelineError("--train-out: needed with a training set (--train-json)")
     train = load_benchmark_from_config(train_cfg["benchmark"], loader_config(train_cfg))
     log.info("training set (%s): %d problems", train_cfg["benchmark"], len(train))
     report = decontamination_report(train, frames)

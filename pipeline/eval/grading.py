@@ -4,7 +4,7 @@
 in ``GRADERS``; a ``"package.module:function"`` string names any importable function
 ``fn(response: str, answer: str) -> bool`` (worker processes import it themselves).
 
-``answer_line`` is the DAPO-style verifier (SPEC §8): only the last 300 characters of the
+``answer_line`` is the DAPO-style verifier (docs/methods.md §8): only the last 300 characters of the
 response are read, the LAST match of ``(?i)Answer\\s*:\\s*([^\\n]+)`` is the prediction,
 both sides are normalised (``normalize_answer``) and must then match exactly; two
 numbers are compared by value (``60`` == ``60.0``). Like DAPO's verifier the text after

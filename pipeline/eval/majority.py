@@ -12,27 +12,31 @@ maj@1 equals Pass@1 whenever every answer's samples agree in their verdict.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import numpy as np
 
-from pipeline.eval.grading import extract_answer_line, normalize_answer
+from pipeline.eval.grading import normalize_answer
 from pipeline.io import stable_seed
 
 
-def _boxed(text: str) -> str | None:
-    from pipeline.eval.math_graders import extract_last_boxed
-
-    return extract_last_boxed(text)
-
-
-# Which answer a grader reads from a response (a grader given as module:function has none
-# registered: its score file then has no maj@k).
-ANSWER_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "answer_line": extract_answer_line,
-    "math_verify": _boxed,
-    "boxed_strict": _boxed,
+# Which answer a grader reads from a response, by import path like GRADERS (the grader's own
+# module, hashed into the score rule only when that grader is configured). A grader given as
+# module:function has none registered: its score file then has no maj@k.
+ANSWER_EXTRACTORS: dict[str, str] = {
+    "answer_line": "pipeline.eval.grading:extract_answer_line",
+    "math_verify": "pipeline.eval.math_graders:extract_last_boxed",
+    "boxed_strict": "pipeline.eval.math_graders:extract_last_boxed",
 }
+
+
+def answer_extractor(grader: str) -> Callable[[str], str | None] | None:
+    spec = ANSWER_EXTRACTORS.get(grader)
+    if spec is None:
+        return None
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def answer_codes(answers: list[str | None], correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +87,7 @@ def maj_at_ks(texts: list[str], correct: np.ndarray, problem_of: np.ndarray, pro
               grader: str, seed: int, truncated: np.ndarray | None = None) -> dict[str, float] | None:
     """Mean maj@k over problems for every k (None for a grader without an answer extractor).
     Truncated samples do not vote (they are wrong whatever they contain, as for Pass@k)."""
-    extract = ANSWER_EXTRACTORS.get(grader)
+    extract = answer_extractor(grader)
     if extract is None:
         return None
     answers = [None if (truncated is not None and truncated[i]) or (a := extract(t)) is None else normalize_answer(a)

@@ -1,4 +1,4 @@
-"""Boxed-answer graders for ``\\boxed{}`` prompts (Qwen2.5-Math style, SPEC §8).
+"""Boxed-answer graders for ``\\boxed{}`` prompts (Qwen2.5-Math style, docs/methods.md §8).
 
 Both graders read only the LAST ``\\boxed{...}`` of a response (balanced braces, nesting
 allowed, whitespace between ``\\boxed`` and ``{`` allowed). When the last ``\\boxed``

@@ -37,12 +37,13 @@ PROBLEM_COLUMNS = ("id", "problem", "answer", "difficulty", "source")
 SAMPLE_COLUMNS = ("problem_id", "sample_index", "text", "num_tokens", "finish_reason")
 FINISH_REASONS = ("stop", "length")
 MODEL_ID_RE = re.compile(r"^(?P<method>[A-Za-z0-9][A-Za-z0-9_.+-]*)/seed(?P<seed>\d+)$")
+EVAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problems", required=True, type=Path, help="suite problems Parquet")
     parser.add_argument("--samples", required=True, type=Path, help="samples Parquet of one model on this suite")
-    parser.add_argument("--model", required=True, help="'base' or '<method>/seed<seed>'")
+    parser.add_argument("--model", required=True, help="'base', '<method>/seed<seed>' or 'eval/<name>'")
     parser.add_argument("--suite", required=True, help="suite name (recorded in the output)")
     parser.add_argument("--k-max", required=True, type=int, help="largest k of the Pass@k curve (<= samples per problem)")
     parser.add_argument("--grader", default="answer_line", help="grader name (default: answer_line) or 'module:function'")
@@ -58,12 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_model_id(model: str) -> tuple[str, int | None]:
-    """``base`` -> ("base", None); ``grpo/seed1`` -> ("grpo", 1)."""
+    """``base`` -> ("base", None); ``grpo/seed1`` -> ("grpo", 1); an evaluated model
+    ``eval/qwen-math`` -> ("qwen-math", None)."""
     if model == "base":
         return "base", None
+    if model.startswith("eval/") and EVAL_NAME_RE.match(model[5:]):
+        return model[5:], None
     m = MODEL_ID_RE.match(model)
     if not m:
-        raise PipelineError(f"--model {model!r}: expected 'base' or '<method>/seed<int>'")
+        raise PipelineError(f"--model {model!r}: expected 'base', '<method>/seed<int>' or 'eval/<name>'")
     return m.group("method"), int(m.group("seed"))
 
 

@@ -258,6 +258,25 @@ def metric_per_seed(data: RunData, method: str, fn) -> dict[int, float]:
 # --------------------------------------------------------------------------- the claims
 
 
+def exploration_rows(data: RunData, config: str, add, need) -> None:
+    """C8 (Cheng et al. Fig. 2-3), from the exploration analysis: one row per analysed model and
+    quantity, or one ``not tested`` row per quantity without the analysis."""
+    cheng = "Cheng et al. 2025"
+    for column, what in (("pivotal", "pivotal tokens vs other tokens"), ("reflective", "reflective segments vs other segments"),
+                         ("rare", "rare sentences vs other RL sentences")):
+        if data.exploration is None:  # listed, not dropped: the config has no exploration analysis
+            add(_row("C8", cheng, "Fig. 2-3", "high-entropy positions coincide with pivotal tokens, reflection and rare behaviour",
+                     f"mean entropy, {what} (nats)", "analysed runs", +1, "", config), lambda r: need("exploration analysis"))
+            continue
+        for model in data.exploration["model"]:
+            if column == "rare" and model == "base":
+                continue
+            row = _row("C8", cheng, "Fig. 2-3", "high-entropy positions coincide with pivotal tokens, reflection and rare behaviour",
+                       f"mean entropy, {what} (nats)", model, +1, "", config,
+                       basis="Mann-Whitney over tokens / segments / sentences of the analysed run")
+            add(row, lambda r, model=model, column=column: exploration_row(data, r, model, column))
+
+
 def build_rows(data: RunData, config: str) -> list[dict]:  # noqa: C901 - one block per claim, read top to bottom
     R = data.roles
     rows: list[dict] = []
@@ -325,15 +344,7 @@ def build_rows(data: RunData, config: str) -> list[dict]:  # noqa: C901 - one bl
                        f"Pass@{k} (pp)", "grpo_entropy_adv - grpo_entropy_reg", +1, suite, config)
             add(row, lambda r, suite=suite, k=k: passk_row(data, r, *need("grpo_entropy_adv", "grpo_entropy_reg"), suite, k))
     # C8: high-entropy tokens coincide with pivotal tokens, reflective actions and rare behaviour
-    for column, what in (("pivotal", "pivotal tokens vs other tokens"), ("reflective", "reflective segments vs other segments"),
-                         ("rare", "rare sentences vs other RL sentences")):
-        for model in (data.exploration["model"] if data.exploration is not None else []):
-            if column == "rare" and model == "base":
-                continue
-            row = _row("C8", cheng, "Fig. 2-3", "high-entropy positions coincide with pivotal tokens, reflection and rare behaviour",
-                       f"mean entropy, {what} (nats)", model, +1, "", config,
-                       basis="Mann-Whitney over tokens / segments / sentences of the analysed run")
-            add(row, lambda r, model=model, column=column: exploration_row(data, r, model, column))
+    exploration_rows(data, config, add, need)
     # C9: the entropy advantage lengthens responses (over training, vs GRPO)
     row = _row("C9", cheng, "Fig. 8", "the entropy advantage lengthens responses over training, beyond GRPO",
                "response length, last 20% of updates (tokens)", "grpo_entropy_adv - grpo", +1, "", config)
@@ -489,20 +500,25 @@ def _p(v):
     return "—" if not math.isfinite(v) else (f"{v:.2g}" if v >= 1e-3 else f"{v:.1e}")
 
 
+def _cell(text) -> str:
+    """A Markdown table cell: a literal "|" (as in psi/|A|) would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
 def to_markdown(table: pd.DataFrame, config: str) -> str:
     summary = claim_summary(table)
     lines = [f"# Claims of the papers, tested on this run ({config})", "",
              "| Claim | Paper | Source | Statement | Verdict | rows: holds / not shown / contradicted / not tested |",
              "|:---|:---|:---|:---|:---|:---|"]
     for _, r in summary.iterrows():
-        lines.append(f"| {r['claim']} | {r['paper']} | {r['source']} | {r['statement']} | **{r['verdict']}** | "
+        lines.append(f"| {r['claim']} | {r['paper']} | {r['source']} | {_cell(r['statement'])} | **{r['verdict']}** | "
                      f"{r['holds']} / {r['not shown']} / {r['contradicted']} / {r['not tested']} |")
     lines += ["", "| Claim | Quantity | Comparison | Suite | Effect [95% CI] | p | Holm p | Verdict | Replicates (needed) |",
               "|:---|:---|:---|:---|---:|---:|---:|:---|---:|"]
     for _, r in table.iterrows():
         ci = f" [{_f(r['ci_lo'])}, {_f(r['ci_hi'])}]" if math.isfinite(r["ci_lo"]) else ""
         need = "" if not math.isfinite(r["replicates_needed"]) else f" ({int(r['replicates_needed'])})"
-        lines.append(f"| {r['claim']} | {r['quantity']} | {r['comparison']} | {r['suite'] or '—'} | {_f(r['effect'])}{ci} | "
+        lines.append(f"| {r['claim']} | {_cell(r['quantity'])} | {_cell(r['comparison'])} | {r['suite'] or '—'} | {_f(r['effect'])}{ci} | "
                      f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {r['verdict']} | {r['replicates']}{need} |")
     lines += ["", RULE_NOTE, ""]
     return "\n".join(lines)

@@ -229,7 +229,7 @@ def exploration_section(tables: list[Path], figures: list[Path], out: Path) -> s
     """Tables (their own ``###`` titles and notes kept) and figures of the exploration analysis."""
     lines = ["## Exploration analysis (Cheng et al. 2025 §2, Fig. 2, 3, 8)", "",
              "*Where the policy's entropy sits in its responses: per-token entropies of the stored samples recomputed by "
-             "the model that wrote them, pivotal-word categories, reflective segments and rare sentences (SPEC §9). "
+             "the model that wrote them, pivotal-word categories, reflective segments and rare sentences (docs/methods.md §9). "
              "Sources: `exploration_*.md` (also `.csv`).*", ""]
 
     def rank(path: Path) -> int:

@@ -2,12 +2,12 @@
 
 Small pure functions over tensors (in the style of verl's ``core_algos.py``):
 
-* :func:`grpo_advantages` - group-normalised outcome advantage (SPEC section 2).
-* :func:`gae` - generalised advantage estimation for PPO (SPEC section 3), before whitening.
+* :func:`grpo_advantages` - group-normalised outcome advantage (docs/methods.md §2).
+* :func:`gae` - generalised advantage estimation for PPO (docs/methods.md §2), before whitening.
 * :func:`masked_mean` / :func:`masked_var` / :func:`masked_whiten` - batch statistics
   over valid (response) tokens only.
 * :func:`entropy_shaped` / :func:`shaping_ratio` - the one-line method of Cheng et al.
-  (SPEC section 4) and its "self-regulation" diagnostic (their Fig. 7).
+  (docs/methods.md §3) and its "self-regulation" diagnostic (their Fig. 7).
 
 Masks are 1 (or True) on response tokens and 0 on prompt/padding tokens. Values at
 masked positions are never read (``torch.where`` rather than multiplication, so that
@@ -79,7 +79,7 @@ def grpo_advantages(scores: Tensor, group_size: int, eps: float = 1e-6, scale: b
 def gae(
     rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
 ) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimation over the valid tokens of each row (SPEC section 3).
+    """Generalised advantage estimation over the valid tokens of each row (docs/methods.md §2).
 
     ``delta_t = r_t + gamma * V_{t+1} - V_t``, ``A_t = delta_t + gamma * lam * A_{t+1}``,
     ``returns = A + V``; computed backwards over T, vectorised over B.

@@ -1,4 +1,4 @@
-"""Adaptive Entropy Regularization (AER) controller - a reconstruction (SPEC section 6).
+"""Adaptive Entropy Regularization (AER) controller - a reconstruction (docs/methods.md §6).
 
 Zhang et al. 2025 (arXiv 2510.10959) regularise entropy with a coefficient that is
 

@@ -1,4 +1,4 @@
-"""Policy, value and entropy losses (SPEC sections 2, 3, 5 and 7).
+"""Policy, value and entropy losses (docs/methods.md §2, §4, §5).
 
 Small pure functions in the style of verl's ``core_algos.py``. Every loss is first
 computed per token as a ``[B, T]`` matrix, then reduced by :func:`aggregate` with the
@@ -194,7 +194,7 @@ def clipped_surrogate(
     agg: str = "token-mean",
     norm_length: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """GRPO/PPO policy loss (SPEC section 2): clipped surrogate aggregated over valid tokens.
+    """GRPO/PPO policy loss (docs/methods.md §2): clipped surrogate aggregated over valid tokens.
 
     Returns:
         ``(loss, stats)``; stats (python floats over valid tokens): ``clipfrac_low``
@@ -416,7 +416,7 @@ def value_loss(
     """PPO critic loss: ``0.5 * max((V - R)^2, (V_old + clamp(V - V_old, -c, c) - R)^2)``.
 
     The clipped branch keeps the critic from moving more than ``c`` away from its
-    rollout-time prediction per update (SPEC section 3, assumption c = 0.2);
+    rollout-time prediction per update (docs/methods.md §2, assumption c = 0.2);
     ``clip=None`` gives the plain ``0.5 * (V - R)^2``.
 
     Returns:
@@ -482,8 +482,8 @@ def entropy_bonus(
 ) -> Tensor:
     """Aggregated (weighted) entropy, to be SUBTRACTED from the loss as a regulariser.
 
-    ``loss = pg_loss - coef * entropy_bonus(H, mask, agg, weights)`` (SPEC sections 5
-    and 6). Unlike the shaping term of Cheng et al., the entropy keeps its gradient
+    ``loss = pg_loss - coef * entropy_bonus(H, mask, agg, weights)`` (docs/methods.md §5
+    and §6). Unlike the shaping term of Cheng et al., the entropy keeps its gradient
     here: increasing it is the point. ``weights`` (e.g. AER's per-prompt lambda(q)
     broadcast to tokens, any shape broadcastable to ``entropy``) are constants and are
     detached. Uses the same aggregation as the policy loss.

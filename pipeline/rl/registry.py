@@ -35,7 +35,7 @@ class EstimatorInput:
 
 
 def grpo_estimator(inp: EstimatorInput, eps: float, scale: bool) -> tuple[Tensor, Tensor | None]:
-    """Group-normalised outcome advantage broadcast to every response token (SPEC §2)."""
+    """Group-normalised outcome advantage broadcast to every response token (docs/methods.md §2)."""
     per_response = adv.grpo_advantages(inp.scores, inp.group_size, eps=eps, scale=scale)
     return per_response[:, None] * inp.mask, None
 
@@ -43,7 +43,7 @@ def grpo_estimator(inp: EstimatorInput, eps: float, scale: bool) -> tuple[Tensor
 def gae_estimator(
     inp: EstimatorInput, gamma: float, lam: float, whiten: bool, **_critic_settings
 ) -> tuple[Tensor, Tensor | None]:
-    """GAE on a reward placed on the last response token, whitened over the batch (SPEC §3)."""
+    """GAE on a reward placed on the last response token, whitened over the batch (docs/methods.md §2)."""
     if inp.values is None:
         raise ValueError("the gae estimator needs critic values")
     mask = inp.mask
@@ -160,7 +160,7 @@ class NoRegularizer:
 
 
 class EntropyBonus(NoRegularizer):
-    """Fixed-coefficient entropy regularisation (SPEC §5): loss = pg - coef * agg(H)."""
+    """Fixed-coefficient entropy regularisation (docs/methods.md §5): loss = pg - coef * agg(H)."""
 
     def __init__(self, coef: float):
         self.coef = coef
@@ -170,7 +170,7 @@ class EntropyBonus(NoRegularizer):
 
 
 class AdaptiveEntropy(NoRegularizer):
-    """AER (SPEC §6): loss = pg - alpha_t * agg(lambda(q) * H); alpha_t from the controller."""
+    """AER (docs/methods.md §6): loss = pg - alpha_t * agg(lambda(q) * H); alpha_t from the controller."""
 
     def __init__(self, **controller_kwargs):
         self.controller = AERController(**controller_kwargs)
