@@ -24,6 +24,9 @@ rule train:
         # several GPUs: one process per GPU through `accelerate launch` (pipeline/rl/distributed.py)
         launcher=trainer_launcher(),
         sharding=f"--sharding {config['distributed']['sharding']}",
+        # watching a run: progress lines in the log; TensorBoard scalars when logging.tensorboard
+        watch=lambda wc, output: f"--progress-every-s {config['logging']['progress_every_s']}" + (
+            f" --tensorboard-dir {os.path.join(os.path.dirname(output.metrics), 'tensorboard')}" if config["logging"]["tensorboard"] else ""),
         code=code_hash("train", config["grader"]),
     threads: config["threads"]["train"]
     resources:
@@ -40,4 +43,4 @@ rule train:
         "{TRAIN_PY} {params.launcher} train --base-model {input.base:q} --train-problems {input.problems:q}"
         " --method-json {params.spec:q} --seed {wildcards.seed} --template {params.template:q} {params.chat}"
         " --grader {params.grader:q} {params.grading} --out-model {output.model:q} --metrics {output.metrics:q}"
-        " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.sharding} {params.trust} --threads {threads} 2> {log:q}"
+        " --checkpoint-dir {params.checkpoints:q} --snapshot-dir {output.snapshots:q} {params.sharding} {params.trust} {params.watch} --threads {threads} 2> {log:q}"

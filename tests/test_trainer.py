@@ -196,3 +196,42 @@ def test_kl_to_the_reference_is_zero_at_the_start_and_pulls_the_policy_back(tmp_
     assert weak[-1]["kl_ref"] > 1e-6
     assert strong[-1]["kl_ref"] < weak[-1]["kl_ref"] / 2
     assert weak[-1]["loss"] == pytest.approx(plain[-1]["loss"], rel=1e-3)  # a tiny coefficient barely changes the loss
+
+
+def test_progress_lines_and_tensorboard_scalars(tmp_path, tiny_model_dir, train_file, caplog):
+    """Watching a run: one plain progress line per rollout (with ETA) in the log, and every
+    update's metrics as TensorBoard scalars equal to metrics.jsonl's."""
+    import logging
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = {"methods": {"grpo": {}}, "training": {**TRAINING, "rollouts": 2}}
+    spec = method_specs(cfg)["grpo"]
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+        assert main([
+            "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+            "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+            "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
+            "--checkpoint-dir", str(out / "ckpt"), "--progress-every-s", "0", "--tensorboard-dir", str(out / "tb"),
+        ]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.progress"]
+    assert lines[0].startswith("train grpo seed 3: rollouts: 1/2 (50%)") and "ETA" in lines[0] and "accuracy" in lines[0]
+    assert lines[-1].startswith("train grpo seed 3: rollouts: 2/2 (100%)") and "done" in lines[-1]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    entropy = events.Scalars("train/entropy")
+    assert [e.step for e in entropy] == [r["update"] for r in records]
+    assert [e.value for e in entropy] == pytest.approx([r["entropy"] for r in records], rel=1e-6)
+    assert "train/lr" in events.Tags()["scalars"]
+
+
+def test_progress_log_eta_by_hand():
+    from pipeline.progress import ProgressLog
+
+    t = [0.0]
+    p = ProgressLog("x", 10, every_s=5, clock=lambda: t[0])
+    t[0] = 4.0
+    p.done = 2
+    assert p.line() == "x: 2/10 (20%), 4 s elapsed, ETA 16 s"

@@ -59,6 +59,7 @@ from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.eval.grading import GraderPool
 from pipeline.models import check_context_budget, load_model_and_tokenizer, model_fingerprint, save_model_atomically
+from pipeline.progress import ProgressLog
 from pipeline.prompts import render_prompts
 from pipeline.rl import registry
 from pipeline.rl.entropy import logprobs_and_entropy
@@ -67,6 +68,7 @@ from pipeline.rl.losses import (
     aggregation_units, explained_variance_from_sums, explained_variance_sums, kl_penalty, value_loss,
 )
 from pipeline.rl.schedule import learning_rate
+from pipeline.rl.tracking import log_scalars, open_tensorboard
 from pipeline.sampling.base import SamplingParams, end_of_sequence_ids
 from pipeline.sampling.hf import HFSampler
 
@@ -509,6 +511,21 @@ def run_id(args: argparse.Namespace, spec: dict) -> str:
 # --------------------------------------------------------------------------- the loop
 
 
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def load_reference(args: argparse.Namespace, procs: Processes) -> nn.Module:
+    """The frozen base model for the KL term (training.kl), on the trainer's device."""
+    reference, _ = load_model_and_tokenizer(args.base_model, trust_remote_code=args.trust_remote_code)
+    reference.requires_grad_(False)
+    reference.eval()
+    reference.to(procs.device)
+    # FSDP shards it like the policy; DDP needs no wrapper for a frozen model
+    return procs.wrap_model(reference) if procs.sharded else reference
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", required=True, help="model directory to start from")
     parser.add_argument("--train-problems", required=True, help="training split Parquet")
@@ -538,6 +555,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--progress-every-s", type=float, default=10.0, help="seconds between progress lines in the log")
+    parser.add_argument("--tensorboard-dir", default=None, help="also write every policy update's metrics as TensorBoard scalars here")
 
 
 def training_defaults() -> dict:
@@ -593,14 +612,7 @@ def run(args: argparse.Namespace) -> int:
     # KL to a frozen reference (the base model), off by default: neither paper uses it.
     kl_cfg = cfg.get("kl") or {}
     kl_coef, kl_estimator = float(kl_cfg.get("coef", 0.0)), kl_cfg.get("estimator", "k3")
-    reference = None
-    if kl_coef > 0:
-        reference, _ = load_model_and_tokenizer(args.base_model, trust_remote_code=args.trust_remote_code)
-        reference.requires_grad_(False)
-        reference.eval()
-        reference.to(procs.device)
-        if procs.sharded:  # FSDP shards it like the policy; DDP needs no wrapper for a frozen model
-            reference = procs.wrap_model(reference)
+    reference = load_reference(args, procs) if kl_coef > 0 else None
 
     prompt_ids_all = [tokenizer(p).input_ids for p in render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)]
     if cfg["max_prompt_tokens"] is not None:  # e.g. 1024 + 3072 response tokens in a 4096 context
@@ -804,6 +816,9 @@ def run(args: argparse.Namespace) -> int:
     if start_rollout == 0 and update == 0:
         save_policy_snapshot(0)
     bar = tqdm(range(start_rollout, cfg["rollouts"]), desc=f"train {spec['name']} seed {seed}", disable=not (args.progress and procs.is_main))
+    # plain progress lines in the job's log (tail -f), and the metrics in TensorBoard if asked
+    progress = ProgressLog(f"train {spec['name']} seed {seed}: rollouts", cfg["rollouts"], args.progress_every_s, start=start_rollout)
+    tensorboard = open_tensorboard(args.tensorboard_dir, f"{spec['name']}/seed{seed}") if args.tensorboard_dir and procs.is_main else None
     try:
         with _SigtermGuard(interruptible_sampling=not procs.distributed) as term, contextlib.ExitStack() as stack:
             try:
@@ -925,10 +940,8 @@ def run(args: argparse.Namespace) -> int:
                         groups = prompt_order[start : start + local_mb]
                         rows = (groups[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
                         where = f"rollout {r}, update {update}"
-                        policy_update = max(update - critic_warmup * updates_per_rollout, 0)
-                        lr_now = learning_rate(cfg["lr"], cfg.get("lr_schedule") or {}, policy_update, policy_updates_total)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr_now
+                        policy_update = max(update - critic_warmup * updates_per_rollout, 0)  # the schedule's index
+                        set_lr(optimizer, learning_rate(cfg["lr"], cfg.get("lr_schedule") or {}, policy_update, policy_updates_total))
                         # The loss is normalised over the whole mini-batch (every process's share):
                         # micro-batch m's aggregate is weighted by units_m / units, and DDP's
                         # gradient average is undone by the factor W.
@@ -1020,6 +1033,8 @@ def run(args: argparse.Namespace) -> int:
                         metrics_lines.append(line)
                         if metrics_fh is not None:
                             _append(metrics_fh, line, live_metrics)
+                        if tensorboard is not None:
+                            log_scalars(tensorboard, record, update)
                         update += 1
                         # ---- SIGTERM: the update is done; checkpoint the middle of the rollout
                         # (one process only: several processes finish the rollout first)
@@ -1049,6 +1064,8 @@ def run(args: argparse.Namespace) -> int:
                 # ---- 6. end of step (AER observed this rollout's entropy before its updates)
                 regularizer.end_rollout(rollout_entropy)
                 bar.set_postfix(acc=f"{record['accuracy']:.2f}", H=f"{rollout_entropy:.3f}")
+                if procs.is_main:
+                    progress.step(extra=f"accuracy {record['accuracy']:.2f}, entropy {rollout_entropy:.3f}")
                 done = r + 1
                 save_policy_snapshot(done)
                 stop = procs.any(term.requested)
@@ -1072,6 +1089,8 @@ def run(args: argparse.Namespace) -> int:
         if args.snapshot_dir:
             publish_snapshots(snapshot_store, Path(args.snapshot_dir))
     procs.barrier()
+    if tensorboard is not None:
+        tensorboard.close()
     if hasattr(engine, "close"):
         engine.close()  # a vLLM engine: shut down while the process group still exists
     procs.end()

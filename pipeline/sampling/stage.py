@@ -31,6 +31,7 @@ from pipeline import io
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.models import check_context_budget, check_model_dir, load_model_and_tokenizer, model_fingerprint
+from pipeline.progress import ProgressLog
 from pipeline.prompts import render_prompts
 from pipeline.sampling.base import SamplingParams
 
@@ -184,6 +185,7 @@ def sample_suite(lazy: _LazySampler, args, cfg: dict, problems_path: str, n: int
         prompts = render_prompts(problems["problem"], args.template, tokenizer, args.chat_template)
         longest = max(len(tokenizer(p).input_ids) for p in prompts)
         check_context_budget(args.model, longest, cfg["max_new_tokens"], cfg.get("max_model_len"), where="sampling")
+        progress = ProgressLog(f"sample {Path(out).stem}: shards", len(todo))
         for i in tqdm(todo, desc="shards", unit="shard", disable=not args.progress or len(todo) < 2):
             start = starts[i]
             params = SamplingParams(
@@ -198,6 +200,7 @@ def sample_suite(lazy: _LazySampler, args, cfg: dict, problems_path: str, n: int
             tokens += int(frame["num_tokens"].sum())
             truncated += int((frame["finish_reason"] == "length").sum())
             drawn += len(frame)
+            progress.step(extra=f"{tokens / max(seconds, 1e-9):.0f} tokens/s")
 
     # The output always comes from the parts as stored, so a resumed run and an
     # uninterrupted one assemble exactly the same frame.

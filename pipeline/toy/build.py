@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from pipeline.progress import ProgressLog
 from pipeline import io
 from pipeline.errors import PipelineError
 from pipeline.models import save_model_atomically
@@ -91,7 +92,9 @@ def sft(model, examples, cfg: dict, pad_id: int, progress: bool) -> list[dict]:
     history = []
     model.train()
     order: list[int] = []
+    progress_log = ProgressLog("sft: steps", steps)
     for step in tqdm(range(steps), desc="sft", disable=not progress):
+        progress_log.step()
         if len(order) < cfg["batch_size"]:
             order += rng.sample(range(len(examples)), len(examples))
         batch = [examples[i] for i in order[: cfg["batch_size"]]]
