@@ -32,6 +32,16 @@ def check_config(config: dict) -> dict:
         for key in required:
             if key not in suite:
                 raise ConfigError(f"config key 'suites.{name}.{key}': required for a {config['world']}-world suite")
+    custom = [(f"suites.{n}", e) for n, e in config["suites"].items()] + [("train_data", config.get("train_data") or {})]
+    for where, entry in custom:
+        if entry.get("benchmark") != "custom":
+            continue
+        if not entry.get("fields"):
+            raise ConfigError(f"config key '{where}.fields': a custom benchmark maps problem and answer to its columns")
+        if not (entry.get("repo_id") or entry.get("data_files") or entry.get("path")):
+            raise ConfigError(f"config key '{where}': a custom benchmark needs data_files (a local file), path or repo_id")
+        if entry.get("repo_id") and not (entry.get("revision") or entry.get("data_files") or entry.get("path")):
+            raise ConfigError(f"config key '{where}.revision': a hub dataset is read at a pinned commit (40 hex digits)")
     if not config["methods"] and not config["eval_models"]:
         raise ConfigError("config key 'methods': at least one method to train, or models to evaluate under 'eval_models'")
     for name, entry in config["eval_models"].items():

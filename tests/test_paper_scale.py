@@ -118,3 +118,61 @@ def test_eval_models_paper_config_dry_run_fetches_both_models_at_their_revisions
     for entry in cfg["eval_models"].values():
         assert re.search(rf'"repo_id":"{re.escape(entry["repo_id"])}","revision":"{entry["revision"]}"', out.stdout)
     assert re.search(r"rule sample:.*?resources:[^\n]*gpu=1\b", out.stdout, flags=re.S)
+
+
+def test_custom_suite_and_training_set_from_local_files_with_a_field_mapping(tmp_path):
+    """benchmark: custom -- your own data (jsonl, csv, parquet) with its own column names, no code change."""
+    suite = write_jsonl(tmp_path / "mine.jsonl", [
+        {"q": "What is $2+2$?", "sol": "4", "key": "a", "lvl": "Level 2"},
+        {"q": "What is $3 \\cdot 3$?", "sol": "9", "key": "b", "lvl": "Level 4"},
+    ])
+    pd.DataFrame({"question": ["1+1?", "5-2?", "6/3?"], "final": ["2", "3", "2"]}).to_csv(tmp_path / "train.csv", index=False)
+    suites = {"mine": {"benchmark": "custom", "data_files": str(suite), "k": 2, "n_samples": 2,
+                       "fields": {"problem": "q", "answer": "sol", "id": "key", "difficulty": "lvl"}}}
+    train = {"benchmark": "custom", "data_files": str(tmp_path / "train.csv"), "fields": {"problem": "question", "answer": "final"}}
+    assert main(["prepare-hub-data", "--suites-json", json.dumps(suites), "--train-json", json.dumps(train),
+                 "--suites-dir", str(tmp_path / "suites"), "--train-out", str(tmp_path / "train.parquet"),
+                 "--report", str(tmp_path / "report.json")]) == 0
+    mine = pd.read_parquet(tmp_path / "suites" / "mine.parquet")
+    assert list(mine["id"]) == ["mine-a", "mine-b"] and list(mine["answer"]) == ["4", "9"]
+    assert list(mine["difficulty"]) == [2, 4] and set(mine["source"]) == {"mine"}
+    assert list(pd.read_parquet(tmp_path / "train.parquet")["answer"]) == ["2", "3", "2"]
+    # a column that is not there: the error names it
+    suites["mine"]["fields"]["answer"] = "solution"
+    assert main(["prepare-hub-data", "--suites-json", json.dumps(suites), "--train-json", json.dumps(train),
+                 "--suites-dir", str(tmp_path / "s2"), "--train-out", str(tmp_path / "t2.parquet"),
+                 "--report", str(tmp_path / "r2.json")]) == 2
+
+
+def test_custom_hub_dataset_is_read_at_its_revision_split_and_config(monkeypatch):
+    import datasets
+
+    from pipeline.data import hub
+
+    asked = []
+
+    def fake_hub(hub_id, config, *, split, revision, cache_dir):
+        asked.append((hub_id, config, split, revision))
+        return datasets.Dataset.from_dict({"prompt": ["1+1?"], "target": ["2"]})
+
+    monkeypatch.setattr(hub, "hub_load_dataset", fake_hub)
+    frame = hub.load_benchmark_from_config("custom", {
+        "repo_id": "me/my-set", "revision": "a" * 40, "split": "test", "config": "main", "name": "myset",
+        "fields": {"problem": "prompt", "answer": "target"},
+    })
+    assert asked == [("me/my-set", "main", "test", "a" * 40)]
+    assert list(frame["id"]) == ["myset-0"] and list(frame["answer"]) == ["2"]
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"benchmark": "custom", "data_files": "x.jsonl"}, "suites.mine.fields"),
+    ({"benchmark": "custom", "fields": {"problem": "q", "answer": "a"}}, "needs data_files"),
+    ({"benchmark": "custom", "repo_id": "me/x", "fields": {"problem": "q", "answer": "a"}}, "suites.mine.revision"),
+])
+def test_custom_benchmark_config_errors_name_the_key(entry, expected):
+    from pipeline.config import ConfigError, check_config
+
+    cfg = yaml.safe_load((ROOT / "configs" / "eval" / "qwen25_7b_vs_math_7b.yaml").read_text())
+    cfg["suites"] = {"mine": {**entry, "k": 2, "n_samples": 2}}
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_config(cfg)

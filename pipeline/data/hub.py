@@ -193,6 +193,31 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 LOADER_CONFIG_KEYS = ("revision", "data_files", "path", "cache_dir", "expected_rows")
+# benchmark "custom": your own data, no code change (README "Your own data")
+CUSTOM_KEYS = ("name", "repo_id", "config", "split", "fields", "answer_from_boxed")
+CUSTOM_FIELDS = ("problem", "answer", "id", "difficulty")
+
+
+def custom_spec(cfg: Mapping[str, Any]) -> BenchmarkSpec:
+    """A :class:`BenchmarkSpec` from a config entry with ``benchmark: custom``: a local file
+    (``data_files``: parquet / jsonl / json / csv) or a hub repository (``repo_id`` at a pinned
+    ``revision``, ``split``, optional ``config``), and ``fields`` mapping the problem schema to
+    the data's own columns (dotted paths into nested records: ``prompt.0.content``)."""
+    fields = dict(cfg.get("fields") or {})
+    unknown = sorted(set(fields) - set(CUSTOM_FIELDS))
+    if unknown:
+        raise PipelineError(f"benchmark custom: unknown field(s) {', '.join(unknown)} (known: {', '.join(CUSTOM_FIELDS)})")
+    for required in ("problem", "answer"):
+        if not fields.get(required):
+            raise PipelineError(f"benchmark custom: fields.{required} names the column that holds the {required}")
+    name = cfg.get("name") or "custom"
+    return BenchmarkSpec(
+        name=name, hub_id=cfg.get("repo_id") or "local", split=cfg.get("split") or "train",
+        configs=(cfg.get("config"),), problem_field=fields["problem"], answer_field=fields["answer"],
+        id_field=fields.get("id"), difficulty_field=fields.get("difficulty"),
+        answer_from_boxed=bool(cfg.get("answer_from_boxed", False)),
+        expected_rows=(1, 10**9),  # any size unless the config gives expected_rows
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,15 +240,17 @@ def load_benchmark(
     path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     expected_rows: ExpectedRows | None = None,
+    spec: BenchmarkSpec | None = None,
 ) -> pd.DataFrame:
-    """The benchmark ``name`` of ``BENCHMARKS`` as a schema-conforming DataFrame (see the module doc).
+    """The benchmark ``name`` of ``BENCHMARKS`` (or ``spec``, a custom one) as a
+    schema-conforming DataFrame (see the module doc).
 
     ``expected_rows`` (an exact count or an inclusive ``(low, high)`` range) overrides the
     spec's row counts, e.g. for small local fixtures. ``frame.attrs["provenance"]`` says
     where the rows came from (hub id, configs, split, revision, local origin) and what the
     loader did (raw rows, distinct problems, dropped conflicting problems).
     """
-    spec = get_spec(name)
+    spec = spec or get_spec(name)
     if data_files is not None and path is not None:
         raise PipelineError(f"benchmark {name}: give data_files or path, not both")
     cache = str(cache_dir) if cache_dir is not None else None
@@ -262,12 +289,15 @@ def load_benchmark_from_config(name: str, cfg: Mapping[str, Any] | None) -> pd.D
     ``expected_rows`` may be an int or a two-element list ``[low, high]``.
     """
     cfg = dict(cfg or {})
+    custom = {}
+    if name == "custom":
+        custom = {k: cfg.pop(k) for k in CUSTOM_KEYS if k in cfg}
     unknown = sorted(set(cfg) - set(LOADER_CONFIG_KEYS))
     if unknown:
-        raise PipelineError(
-            f"benchmark {name}: unknown loader key(s) {', '.join(unknown)} (known: {', '.join(LOADER_CONFIG_KEYS)})"
-        )
-    return load_benchmark(name, **{k: v for k, v in cfg.items() if v is not None})
+        known = LOADER_CONFIG_KEYS + (CUSTOM_KEYS if name == "custom" else ())
+        raise PipelineError(f"benchmark {name}: unknown loader key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    spec = custom_spec(custom) if name == "custom" else None
+    return load_benchmark(name, spec=spec, **{k: v for k, v in cfg.items() if v is not None})
 
 
 def provenance(frame: pd.DataFrame) -> dict:

@@ -26,7 +26,8 @@ from pipeline.data.hub import check_decontamination, decontamination_report, loa
 
 log = logging.getLogger(__name__)
 
-LOADER_KEYS = ("revision", "data_files", "path", "cache_dir", "expected_rows")
+LOADER_KEYS = ("revision", "data_files", "path", "cache_dir", "expected_rows",
+               "repo_id", "config", "split", "fields", "answer_from_boxed")
 
 
 def loader_config(entry: dict) -> dict:
@@ -46,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     suites_cfg, train_cfg = json.loads(args.suites_json), json.loads(args.train_json)
     frames = {}
     for name, entry in suites_cfg.items():
-        frames[name] = load_benchmark_from_config(entry["benchmark"], loader_config(entry))
+        # a custom suite's ids and source carry the suite's name
+        extra = {"name": name} if entry["benchmark"] == "custom" else {}
+        frames[name] = load_benchmark_from_config(entry["benchmark"], {**loader_config(entry), **extra})
         log.info("suite %s (%s): %d problems", name, entry["benchmark"], len(frames[name]))
     if train_cfg is None:  # evaluation only: no training set to load or decontaminate against
         report = {"train": None, "suites": {}, "provenance": {"suites": {n: provenance(f) for n, f in frames.items()}, "train": None}}
