@@ -14,7 +14,9 @@
 #   4. snakemake -n        shows that nothing is left to do
 #
 # Usage: scripts/restore.sh [dvc pull options, e.g. -r myremote]
-# Restores every stage of dvc.yaml (the default target's outputs).
+# Restores every stage of dvc.yaml (the default target's outputs). Another config's results
+# (a dvc.yaml written by `python -m pipeline dvc-stages --config X`):
+#   DVC_FILE=dvc/<run_name>/dvc.yaml CONFIGFILE=X scripts/restore.sh
 # Environment: DVC (default: dvc on PATH), SNAKEMAKE (default: snakemake on PATH),
 # VENV (default .venv: its bin/ goes first on PATH when it exists).
 set -euo pipefail
@@ -29,18 +31,23 @@ SNAKEMAKE="${SNAKEMAKE:-snakemake}"
 command -v "$DVC" >/dev/null || { echo "restore: '$DVC' not found (make dvc installs it)" >&2; exit 1; }
 command -v "$SNAKEMAKE" >/dev/null || { echo "restore: '$SNAKEMAKE' not found (make install)" >&2; exit 1; }
 
-echo "restore: dvc pull $*" >&2
-"$DVC" pull "$@"
+DVC_FILE="${DVC_FILE:-}"
+CONFIG_ARGS=()
+if [ -n "${CONFIGFILE:-}" ]; then
+    CONFIG_ARGS=(--configfile "$CONFIGFILE")
+fi
+echo "restore: dvc pull $* $DVC_FILE" >&2
+"$DVC" pull "$@" $DVC_FILE
 
-status="$("$DVC" status --json)"
+status="$("$DVC" status --json $DVC_FILE)"
 if [ "$status" != "{}" ]; then
     echo "restore: this checkout and the pulled results disagree with dvc.lock (dvc status):" >&2
-    "$DVC" status >&2 || true
+    "$DVC" status $DVC_FILE >&2 || true
     echo "restore: changed deps/params: check out the commit whose dvc.lock you pulled (or dvc repro);" \
         "deleted outs: they are missing from the remote (dvc push them from the machine that made them)" >&2
     exit 1
 fi
 
 echo "restore: snakemake --touch --forceall" >&2
-"$SNAKEMAKE" --touch --forceall --cores 1 --quiet
-"$SNAKEMAKE" --dry-run --quiet rules
+"$SNAKEMAKE" "${CONFIG_ARGS[@]}" --touch --forceall --cores 1 --quiet
+"$SNAKEMAKE" "${CONFIG_ARGS[@]}" --dry-run --quiet rules

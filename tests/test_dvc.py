@@ -186,3 +186,61 @@ def test_dvc_push_pull_restore_reruns_nothing(tmp_path):
     proc = subprocess.run(["bash", "scripts/restore.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "disagree with dvc.lock" in proc.stderr and "snakemake --touch" not in proc.stderr, proc.stderr
+
+
+def test_dvc_stages_for_any_config_push_pull_restore(tmp_path):
+    """`python -m pipeline dvc-stages --config X` versions X's own results directory (its final
+    models too): repro, push, a new machine, pull, restore -> nothing to rerun, the same bytes."""
+    dvc = find_dvc()
+    repo = tmp_path / "repo"
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        "DVC": dvc, "SNAKEMAKE": str(Path(sys.executable).parent / "snakemake"), "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org",
+    }
+    copy_checkout(repo, env)
+    cfg = yaml.safe_load(MICRO.read_text())
+    cfg["results_dir"] = "results/micro"
+    cfg["methods"] = {"grpo": {}}
+    cfg["analysis"] = {"enabled": False}
+    (repo / "configs" / "micro.yaml").write_text(yaml.safe_dump(cfg))
+    run([dvc, "init", "-q"], repo, env)
+    out = run([sys.executable, "-m", "pipeline", "dvc-stages", "--config", "configs/micro.yaml"], repo, env)
+    stages_file = "dvc/micro/dvc.yaml"
+    assert stages_file in out
+    written = yaml.safe_load((repo / stages_file).read_text())["stages"]
+    assert list(written) == ["data", "models", "evaluate", "report"]
+    assert {"results/micro/models": {"persist": True}} in written["models"]["outs"]
+
+    out = run([dvc, "repro", stages_file], repo, env, timeout=600)
+    for stage in ("data", "models", "evaluate", "report"):
+        assert f"Running stage 'dvc/micro/dvc.yaml:{stage}'" in out or f"Running stage '{stage}'" in out, out[-3000:]
+    listing = run_json([dvc, "ls", "--json", "-R", "--dvc-only", ".", "results/micro"], repo, env)
+    tracked = {f"results/micro/{e['path']}": e["md5"] for e in listing if not e.get("isdir")}
+    for expected in ("results/micro/models/grpo/seed0/model.safetensors", "results/micro/models/base/config.json",
+                     "results/micro/scores/base/micro-hard.passk.json", "results/micro/tables/main.md"):
+        assert expected in tracked, sorted(tracked)
+    assert not [p for p in tracked if "/checkpoints/" in p or "/cache/" in p]
+    before = file_hashes(repo, tracked)
+
+    run([dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], repo, env)
+    run([dvc, "push", stages_file], repo, env)
+    for path in ("results", ".snakemake", ".dvc/cache"):
+        shutil.rmtree(repo / path)
+    shutil.rmtree(env["DVC_SITE_CACHE_DIR"])
+    out = run(["bash", "scripts/restore.sh"], repo, {**env, "DVC_FILE": stages_file, "CONFIGFILE": "configs/micro.yaml"},
+              timeout=300)
+    assert "Nothing to be done" in out, out[-3000:]
+    assert file_hashes(repo, tracked) == before
+    out = run([env["SNAKEMAKE"], "-n", "--configfile", "configs/micro.yaml"], repo, env)
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_dvc_stages_refuse_the_default_results_dir(tmp_path):
+    from pipeline.cli import main
+
+    assert main(["dvc-stages", "--config", str(MICRO), "--out", str(tmp_path / "dvc.yaml")]) == 2
+    assert not (tmp_path / "dvc.yaml").exists()
