@@ -493,7 +493,13 @@ def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _f(v, digits=2):
-    return "—" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:+.{digits}f}"
+    """Signed, with 2 decimals, or 2 significant digits for small values (entropy differences
+    of a few thousandths of a nat must not print as +0.00)."""
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "—"
+    if v != 0 and abs(v) < 0.1:
+        return f"{v:+.2g}" if abs(v) >= 1e-4 else f"{v:+.1e}"
+    return f"{v:+.{digits}f}"
 
 
 def _p(v):
