@@ -26,7 +26,9 @@ rule train:
         sharding=f"--sharding {config['distributed']['sharding']}",
         # watching a run: progress lines in the log; TensorBoard scalars when logging.tensorboard
         watch=lambda wc, output: f"--progress-every-s {config['logging']['progress_every_s']}" + (
-            f" --tensorboard-dir {os.path.join(os.path.dirname(output.metrics), 'tensorboard')}" if config["logging"]["tensorboard"] else ""),
+            f" --tensorboard-dir {os.path.join(os.path.dirname(output.metrics), 'tensorboard')}" if config["logging"]["tensorboard"] else "") + (
+            f" --wandb-project {config['logging']['wandb']['project']} --wandb-mode {config['logging']['wandb']['mode']}"
+            f" --wandb-dir {os.path.join(os.path.dirname(output.metrics), 'wandb')}" if config["logging"]["wandb"]["project"] else ""),
         code=code_hash("train", config["grader"]),
     threads: config["threads"]["train"]
     resources:

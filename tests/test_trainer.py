@@ -235,3 +235,25 @@ def test_progress_log_eta_by_hand():
     t[0] = 4.0
     p.done = 2
     assert p.line() == "x: 2/10 (20%), 4 s elapsed, ETA 16 s"
+
+
+def test_wandb_offline_run_holds_the_metrics(tmp_path, tiny_model_dir, train_file, monkeypatch):
+    """logging.wandb: an offline W&B run named <method>/seed<s>, its summary = the last update's metrics."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = {"methods": {"grpo": {}}, "training": {**TRAINING, "rollouts": 1}}
+    spec = method_specs(cfg)["grpo"]
+    out = tmp_path / "run"
+    assert main([
+        "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
+        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
+        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
+        "--checkpoint-dir", str(out / "ckpt"), "--wandb-project", "entropy-rl-test", "--wandb-dir", str(out / "wandb"),
+    ]) == 0
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    runs = list((out / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    # the run's log (W&B's own binary record format; values are stored as JSON text)
+    data = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"entropy-rl-test" in data and b"grpo/seed3" in data and b"train/entropy" in data
+    assert json.dumps(last["entropy"]).encode() in data and json.dumps(last["lr"]).encode() in data
+    assert b"clip_high" in data  # the resolved method is the run's config

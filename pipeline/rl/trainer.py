@@ -68,7 +68,7 @@ from pipeline.rl.losses import (
     aggregation_units, explained_variance_from_sums, explained_variance_sums, kl_penalty, value_loss,
 )
 from pipeline.rl.schedule import learning_rate
-from pipeline.rl.tracking import log_scalars, open_tensorboard
+from pipeline.rl.tracking import log_scalars, open_sinks
 from pipeline.sampling.base import SamplingParams, end_of_sequence_ids
 from pipeline.sampling.hf import HFSampler
 
@@ -557,6 +557,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--progress-every-s", type=float, default=10.0, help="seconds between progress lines in the log")
     parser.add_argument("--tensorboard-dir", default=None, help="also write every policy update's metrics as TensorBoard scalars here")
+    parser.add_argument("--wandb-project", default=None, help="also log every policy update's metrics to this W&B project")
+    parser.add_argument("--wandb-dir", default="wandb", help="W&B's local run directory")
+    parser.add_argument("--wandb-mode", default="offline", choices=["offline", "online"])
 
 
 def training_defaults() -> dict:
@@ -818,7 +821,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(range(start_rollout, cfg["rollouts"]), desc=f"train {spec['name']} seed {seed}", disable=not (args.progress and procs.is_main))
     # plain progress lines in the job's log (tail -f), and the metrics in TensorBoard if asked
     progress = ProgressLog(f"train {spec['name']} seed {seed}: rollouts", cfg["rollouts"], args.progress_every_s, start=start_rollout)
-    tensorboard = open_tensorboard(args.tensorboard_dir, f"{spec['name']}/seed{seed}") if args.tensorboard_dir and procs.is_main else None
+    tensorboard = open_sinks(args, f"{spec['name']}/seed{seed}", spec) if procs.is_main else None
     try:
         with _SigtermGuard(interruptible_sampling=not procs.distributed) as term, contextlib.ExitStack() as stack:
             try:
