@@ -24,10 +24,8 @@ ANALYSED_RUNS = analysed_runs(config)
 # the base model of the first analysed seed's world (its replicate, with base_model.replicates)
 ANALYSIS_BASE = f"base/seed{analysed_pairs(config)[1][0]}" if BASE_REPLICATES else "base"
 ANALYSED_MODELS = ["base"] + ANALYSED_RUNS  # the analysis calls it "base" either way
-
-
-def analysed_model_path(name, kind="models"):
-    return f"{RESULTS}/{kind}/{ANALYSIS_BASE if name == 'base' else name}"
+# where each analysed model lives under results/models and results/samples
+ANALYSED_PATHS = {m: (ANALYSIS_BASE if m == "base" else m) for m in ANALYSED_MODELS}
 
 ANALYSED_METHODS, ANALYSED_SEEDS = analysed_pairs(config)
 CHECKPOINT_SUITE = ANALYSIS["checkpoints"]["suite"] or ANALYSIS_SUITE
@@ -43,8 +41,8 @@ ANALYSIS_DIR = f"{RESULTS}/analysis"
 
 rule token_entropy:
     input:
-        models=[analysed_model_path(m) for m in ANALYSED_MODELS],
-        samples=[f"{analysed_model_path(m, 'samples')}/{ANALYSIS_SUITE}.parquet" for m in ANALYSED_MODELS],
+        models=[f"{RESULTS}/models/{ANALYSED_PATHS[m]}" for m in ANALYSED_MODELS],
+        samples=[f"{RESULTS}/samples/{ANALYSED_PATHS[m]}/{ANALYSIS_SUITE}.parquet" for m in ANALYSED_MODELS],
         problems=f"{RESULTS}/data/suites/{ANALYSIS_SUITE}.parquet",
     output:
         tokens=[f"{ANALYSIS_DIR}/tokens/{m}.parquet" for m in ANALYSED_MODELS],

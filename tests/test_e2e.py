@@ -19,12 +19,23 @@ MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
 pytestmark = pytest.mark.e2e
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 600, configfile: Path = MICRO) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(MICRO), "--cores", "2", *args,
+        "--configfile", str(configfile), "--cores", "2", *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def run_config(cfg: dict, tmp_path: Path, name: str) -> Path:
+    """The whole pipeline on a micro-config variant; its results directory."""
+    import yaml
+
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "w", configfile=config, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp_path / "w" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +140,7 @@ def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
     cfg["seeds"] = [0, 1]
     cfg["methods"] = {"grpo": {}}
     cfg["base_model"]["replicates"] = True
-    config = tmp_path / "replicates.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    workdir = tmp_path / "w"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = workdir / "results"
+    results = run_config(cfg, tmp_path, "replicates")
     a, b = (results / "models" / "base" / f"seed{s}" / "model.safetensors" for s in (0, 1))
     assert a.read_bytes() != b.read_bytes()  # two SFT seeds, two worlds
     sft = [json.loads((results / "base_model" / f"seed{s}" / "sft_metrics.json").read_text()) for s in (0, 1)]
@@ -161,14 +165,7 @@ def test_eval_models_without_training(micro_run, tmp_path):
     cfg["eval_models"] = {"base": {"path": str(models / "base")}, "rl": {"path": str(models / "grpo" / "seed0")}}
     cfg["allow_absolute_paths"] = True
     cfg["analysis"] = {"enabled": False}
-    config = tmp_path / "eval.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    workdir = tmp_path / "w"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = workdir / "results"
+    results = run_config(cfg, tmp_path, "eval")
     assert not (results / "train").exists() and not (results / "models").exists()  # nothing trained or built
     table = (results / "tables" / "main.md").read_text()
     assert "| base | 1 |" in table and "| rl | 1 |" in table

@@ -19,7 +19,7 @@ TRAINING = {
 }
 
 
-def train(tmp_path, tiny_model_dir, train_file, method, entry=None, rollouts=2, tag="run", every=1):
+def train(tmp_path, tiny_model_dir, train_file, method, entry=None, rollouts=2, tag="run", every=1, extra=()):
     cfg = {"methods": {method: entry or {}}, "training": {**TRAINING, "rollouts": rollouts}}
     spec = method_specs(cfg)[method]
     out = tmp_path / tag
@@ -27,7 +27,7 @@ def train(tmp_path, tiny_model_dir, train_file, method, entry=None, rollouts=2, 
         "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
         "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
         "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
-        "--checkpoint-dir", str(out / "ckpt"), "--checkpoint-every", str(every),
+        "--checkpoint-dir", str(out / "ckpt"), "--checkpoint-every", str(every), *extra,
     ])
     assert rc == 0
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], out
@@ -205,20 +205,13 @@ def test_progress_lines_and_tensorboard_scalars(tmp_path, tiny_model_dir, train_
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = {"methods": {"grpo": {}}, "training": {**TRAINING, "rollouts": 2}}
-    spec = method_specs(cfg)["grpo"]
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="pipeline.progress"):
-        assert main([
-            "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
-            "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
-            "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
-            "--checkpoint-dir", str(out / "ckpt"), "--progress-every-s", "0", "--tensorboard-dir", str(out / "tb"),
-        ]) == 0
+        records, _ = train(tmp_path, tiny_model_dir, train_file, "grpo",
+                           extra=["--progress-every-s", "0", "--tensorboard-dir", str(out / "tb")])
     lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.progress"]
     assert lines[0].startswith("train grpo seed 3: rollouts: 1/2 (50%)") and "ETA" in lines[0] and "accuracy" in lines[0]
     assert lines[-1].startswith("train grpo seed 3: rollouts: 2/2 (100%)") and "done" in lines[-1]
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     entropy = events.Scalars("train/entropy")
@@ -240,16 +233,10 @@ def test_progress_log_eta_by_hand():
 def test_wandb_offline_run_holds_the_metrics(tmp_path, tiny_model_dir, train_file, monkeypatch):
     """logging.wandb: an offline W&B run named <method>/seed<s>, its summary = the last update's metrics."""
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = {"methods": {"grpo": {}}, "training": {**TRAINING, "rollouts": 1}}
-    spec = method_specs(cfg)["grpo"]
     out = tmp_path / "run"
-    assert main([
-        "train", "--base-model", str(tiny_model_dir), "--train-problems", str(train_file),
-        "--method-json", json.dumps(spec), "--seed", "3", "--template", "{problem}\n",
-        "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
-        "--checkpoint-dir", str(out / "ckpt"), "--wandb-project", "entropy-rl-test", "--wandb-dir", str(out / "wandb"),
-    ]) == 0
-    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    records, _ = train(tmp_path, tiny_model_dir, train_file, "grpo", rollouts=1,
+                       extra=["--wandb-project", "entropy-rl-test", "--wandb-dir", str(out / "wandb")])
+    last = records[-1]
     runs = list((out / "wandb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     # the run's log (W&B's own binary record format; values are stored as JSON text)

@@ -43,6 +43,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.eval.passk import pass_at_k
+from pipeline.report.compare import sign_p_value
 from pipeline.io import stable_seed, write_text
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,7 @@ def hierarchical_bootstrap(diff: np.ndarray, n_boot: int, seed: int) -> tuple[fl
     per_problem = diff[rows].mean(axis=1)  # [n_boot, problems]: the resampled replicates' mean
     boots = np.take_along_axis(per_problem, cols, axis=1).mean(axis=1)
     lo, hi = np.quantile(boots, [0.025, 0.975])
-    if observed > 0:
-        pv = 2.0 * float(np.mean(boots <= 0))
-    elif observed < 0:
-        pv = 2.0 * float(np.mean(boots >= 0))
-    else:
-        pv = 1.0
-    return observed, float(lo), float(hi), min(1.0, pv)
+    return observed, float(lo), float(hi), sign_p_value(observed, boots)
 
 
 def holm(p_values: list[float]) -> list[float]:
