@@ -479,6 +479,8 @@ def test_one_job_samples_several_suites_and_resamples_only_the_changed_one(tmp_p
 
     assert job(4) == 0
     first = (tmp_path / "a.parquet").read_bytes()
+    # the progress line a `tail -f` of the job's log shows (README "Watching a run")
+    assert "sample a: shards: 4/4 (100%)" in caplog.text and "tokens/s" in caplog.text
     caplog.clear()
     assert job(2) == 0  # the second suite's n changed: only its shards are sampled again
     assert "a.parquet: 4 of 4 shards already sampled" in caplog.text and "(0 sampled now" in caplog.text
