@@ -10,7 +10,7 @@ VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 
-.PHONY: reproduce test test-fast install dry-run lint clean dvc restore slurm-up slurm-down test-slurm \
+.PHONY: reproduce test test-fast test-cuda install dry-run lint clean dvc restore slurm-up slurm-down test-slurm \
 	bench bench-install bench-rl-step bench-sampling bench-workflow bench-entropy bench-default-run \
 	vllm-env rehearsal analysis-model
 
@@ -53,6 +53,12 @@ $(VENV)/.analysis-model: $(VENV)/.installed
 	touch $@
 
 analysis-model: $(VENV)/.analysis-model
+
+# On a GPU node (README "Checking a GPU node"): every paper method's training step and the
+# sampler in CUDA with bf16 (tests/test_cuda.py), and the trainer's own tests, which train
+# on the GPU whenever one is visible. Skipped, not failed, without CUDA.
+test-cuda: install
+	$(BIN)/python -m pytest -rA tests/test_cuda.py tests/test_trainer.py tests/test_precision.py
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not e2e and not rehearsal and not slurm"

@@ -811,7 +811,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad(), procs.autocast():
         probe = policy(input_ids=torch.tensor([prompt_ids_all[0][:4]], device=procs.device)).logits
     dtypes = {"param_dtype": str(next(policy.parameters()).dtype).removeprefix("torch."),
-              "compute_dtype": str(probe.dtype).removeprefix("torch.")}
+              "compute_dtype": str(probe.dtype).removeprefix("torch."), "device": str(probe.device)}
     del probe
 
     t_start = time.time()
