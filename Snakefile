@@ -39,6 +39,7 @@ rule all:
         rules.figures.output,
         rules.paired_bootstrap.output,
         rules.crossing.output,
+        rules.passk_curves.output,
         rules.claims.output,
         rules.report_md.output,
         EXPLORATION_OUTPUTS,

@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "figures": ("pipeline.report.figures", "Draw Pass@K curves and training-dynamics figures."),
     "compare": ("pipeline.report.compare", "Paired bootstrap of each method against its baseline (comparisons.{md,csv,tex})."),
     "crossing": ("pipeline.report.crossing", "Base-vs-RL crossing point K* of the Pass@k curves (crossing.{md,csv})."),
+    "curves": ("pipeline.report.curves", "Pass@k and maj@k at every k of the grid, per method and suite (passk_curves.{md,csv,tex})."),
     "dvc-stages": ("pipeline.dvc_stages", "Write a dvc.yaml that versions any config's results (dvc/<run_name>/dvc.yaml)."),
     "methods": ("pipeline.rl.method_list", "List every configured method with its effective parameters (defaults filled)."),
     "claims": ("pipeline.report.claims", "Every claim of the papers tested on the run, with a computed verdict (claims.{md,csv})."),

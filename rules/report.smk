@@ -139,6 +139,39 @@ rule crossing:
         " --suites {params.suites:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
+rule passk_curves:
+    input:
+        passk=rules.tables.input.passk,
+    output:
+        md=report(
+            f"{RESULTS}/tables/passk_curves.md",
+            caption="../report/passk_curves.rst",
+            category="Tables",
+            labels={"table": "Pass@k and maj@k on the k grid", "format": "Markdown"},
+        ),
+        csv=report(
+            f"{RESULTS}/tables/passk_curves.csv",
+            caption="../report/passk_curves.rst",
+            category="Tables",
+            labels={"table": "Pass@k and maj@k on the k grid", "format": "CSV"},
+        ),
+        tex=f"{RESULTS}/tables/passk_curves.tex",
+    params:
+        methods=ROWS,
+        suites=SUITES,
+        out_dir=lambda wc, output: os.path.dirname(output.md),
+        code=code_hash("curves"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/passk_curves.log",
+    benchmark:
+        f"{BENCH}/passk_curves.tsv"
+    shell:
+        "{PY} -m pipeline curves --passk {input.passk:q} --methods {params.methods:q}"
+        " --suites {params.suites:q} --out-dir {params.out_dir:q} 2> {log:q}"
+
+
 rule claims:
     input:
         passk=rules.tables.input.passk,
@@ -227,6 +260,7 @@ rule report_md:
         tables=[rules.tables.output.md, *expand(f"{RESULTS}/tables/{{name}}.md", name=list(comparison_tables()))],
         comparisons=rules.paired_bootstrap.output.md,
         crossing=rules.crossing.output.md,
+        curves=rules.passk_curves.output.md,
         claims=rules.claims.output.md,
         figures=rules.figures.output,
         exploration=EXPLORATION_MD,
@@ -250,6 +284,6 @@ rule report_md:
         f"{BENCH}/report_md.tsv"
     shell:
         "{PY} -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
-        " --crossing {input.crossing:q} --claims {input.claims:q} --figures {input.figures:q} --config {params.config:q}"
+        " --crossing {input.crossing:q} --curves {input.curves:q} --claims {input.claims:q} --figures {input.figures:q} --config {params.config:q}"
         " {params.paper_context} --exploration-tables {input.exploration:q}"
         " --exploration-figures {input.exploration_figures:q} --out {output.md:q} 2> {log:q}"

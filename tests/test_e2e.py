@@ -119,6 +119,14 @@ def test_report_outputs(micro_run):
     assert ((comp["p_value"] >= 0) & (comp["p_value"] <= 1)).all()
     cross = pd.read_csv(results / "tables" / "crossing.csv", dtype={"k_star": str})
     assert len(cross) == 2 * 2
+    # Pass@k and maj@k on each suite's k grid, the Pass@k equal to the score files'
+    curves = pd.read_csv(results / "tables" / "passk_curves.csv")
+    hard = json.loads((results / "scores" / "base" / "micro-hard.passk.json").read_text())
+    at = curves[(curves["method"] == "base") & (curves["suite"] == "micro-hard")].set_index("k")
+    assert sorted(at.index) == hard["ks"]
+    assert at["passk_pct"].to_dict() == pytest.approx({int(k): 100 * v for k, v in hard["pass_at_k"].items()}, abs=1e-4)
+    assert at["majk_pct"].to_dict() == pytest.approx({int(k): 100 * v for k, v in hard["maj_at_k"].items()}, abs=1e-4)
+    assert "## Pass@k and maj@k on the k grid" in text
     assert (results / "logs" / "report_md.log").exists() and (results / "benchmarks" / "rules" / "crossing.tsv").exists()
 
 
@@ -171,6 +179,7 @@ def test_eval_models_without_training(micro_run, tmp_path):
     assert "| base | 1 |" in table and "| rl | 1 |" in table
     crossing = pd.read_csv(results / "tables" / "crossing.csv")
     assert set(crossing["method"]) == {"rl"}
+    assert set(pd.read_csv(results / "tables" / "passk_curves.csv")["method"]) == {"base", "rl"}
     for suite in ("micro-hard", "micro-mixed"):
         ours = json.loads((results / "scores" / "base" / f"{suite}.passk.json").read_text())
         theirs = json.loads((micro_run / "results" / "scores" / "base" / f"{suite}.passk.json").read_text())

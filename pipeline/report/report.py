@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table Markdown files (main.md first; others such as table3.md, entropy_control.md)")
     parser.add_argument("--comparisons", required=True, type=Path, help="comparisons.md from 'compare'")
     parser.add_argument("--crossing", required=True, type=Path, help="crossing.md from 'crossing'")
+    parser.add_argument("--curves", type=Path, default=None, help="passk_curves.md from 'curves' (Pass@k and maj@k on the k grid)")
     parser.add_argument("--claims", type=Path, default=None, help="claims.md from 'claims' (the report opens with it)")
     parser.add_argument("--figures", nargs="*", default=[], type=Path, help="PNG figures to link")
     parser.add_argument("--config", required=True,
@@ -260,6 +261,7 @@ def build_report(
     exploration_tables: list[Path] | None = None,
     exploration_figures: list[Path] | None = None,
     claims: Path | None = None,
+    curves: Path | None = None,
 ) -> str:
     title = f"# Reproduction report: {cfg.get('run_name') or 'run'}"
     intro = (
@@ -296,8 +298,13 @@ def build_report(
         "pushes K\\* up or removes the crossing ('none'). Source: `crossing.md` (also `.csv`).*",
         "",
         embed_markdown(_read(crossing, "crossing file")),
-        figures_section(figures, out),
     ]
+    if curves is not None:
+        parts += ["## Pass@k and maj@k on the k grid", "",
+                  "*The curves behind the crossing point, with the majority vote over k samples' answers beside "
+                  "Pass@k. Source: `passk_curves.md` (also `.csv` with the standard deviations over seeds, `.tex`).*",
+                  "", embed_markdown(_read(curves, "curves file"))]
+    parts.append(figures_section(figures, out))
     if exploration_tables or exploration_figures:
         parts.append(exploration_section(list(exploration_tables or []), list(exploration_figures or []), out))
     if paper_context:
@@ -321,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         exploration_tables=list(args.exploration_tables),
         exploration_figures=list(args.exploration_figures),
         claims=args.claims,
+        curves=args.curves,
     )
     write_text(args.out, text)
     logger.info("report: wrote %s (%d tables, %d figures)", args.out, len(args.tables), len(args.figures))
