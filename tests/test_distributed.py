@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from pipeline.cli import main
 from pipeline.config import method_specs
 from pipeline.rl.losses import AGGREGATIONS, aggregate, aggregation_units
-from pipeline.rl.trainer import micro_batches
+from pipeline.rl.rollout import micro_batches
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING = {

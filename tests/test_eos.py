@@ -17,7 +17,7 @@ import torch
 
 from pipeline.models import load_model_and_tokenizer
 from pipeline.eval.grading import GraderPool
-from pipeline.rl.trainer import build_rollout, grade_rollout
+from pipeline.rl.rollout import build_rollout, grade_rollout
 from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams
 from pipeline.sampling.hf import HFSampler
 from pipeline.sampling.vllm_backend import completion_from_vllm

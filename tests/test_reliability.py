@@ -31,7 +31,7 @@ from pipeline.config import method_specs
 from pipeline.data.schema import problems_frame
 from pipeline.errors import PipelineError
 from pipeline.models import save_model_atomically
-from pipeline.rl import registry, trainer
+from pipeline.rl import checkpoints, registry, trainer
 from pipeline.sampling import stage
 from pipeline.sampling.hf import HFSampler
 from pipeline.toy.world import generate_problems
@@ -142,13 +142,13 @@ def test_out_of_disk_leaves_no_partial_output(tmp_path, monkeypatch, kind, exist
 def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = torch.nn.Linear(64, 64)
     state = {"rollout": 1, "update": 2, "policy": model.state_dict(), "partial": None}
-    first = trainer.save_checkpoint(tmp_path, state, '{"update": 0}\n{"update": 1}\n', keep=2)
+    first = checkpoints.save_checkpoint(tmp_path, state, '{"update": 0}\n{"update": 1}\n', keep=2)
     monkeypatch.setattr(io, "_write_chunk", failing_write(4096))
     with pytest.raises(PipelineError, match="No space left on device"):
-        trainer.save_checkpoint(tmp_path, {**state, "rollout": 2, "update": 4}, "", keep=2)
+        checkpoints.save_checkpoint(tmp_path, {**state, "rollout": 2, "update": 4}, "", keep=2)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
-    loaded = trainer.load_latest_checkpoint(tmp_path)
+    loaded = checkpoints.load_latest_checkpoint(tmp_path)
     assert loaded.path == first and loaded.metrics == '{"update": 0}\n{"update": 1}\n'
     assert torch.equal(loaded.state["policy"]["weight"], model.weight.detach())
 
@@ -214,14 +214,14 @@ def small_state(rollout, update, value=1.0):
 
 def test_only_complete_intact_checkpoints_of_this_run_are_loaded(tmp_path):
     ckpt = tmp_path
-    good = trainer.save_checkpoint(ckpt, {**small_state(1, 2), "run": "A"}, "m1\n", keep=5)
-    later = trainer.save_checkpoint(ckpt, {**small_state(2, 4, 2.0), "run": "A"}, "m2\n", keep=5)
-    assert trainer.load_latest_checkpoint(ckpt, "A").path == later
+    good = checkpoints.save_checkpoint(ckpt, {**small_state(1, 2), "run": "A"}, "m1\n", keep=5)
+    later = checkpoints.save_checkpoint(ckpt, {**small_state(2, 4, 2.0), "run": "A"}, "m2\n", keep=5)
+    assert checkpoints.load_latest_checkpoint(ckpt, "A").path == later
     # a crash while writing: a half-written temp dir and a directory without COMPLETE
     (ckpt / ".tmp-step-000005.x").mkdir()
     (ckpt / ".tmp-step-000005.x" / "state.pt").write_bytes(b"PK\x03\x04 half")
     shutil.copytree(later, ckpt / "step-000004")
-    (ckpt / "step-000004" / trainer.MARKER).unlink()
+    (ckpt / "step-000004" / checkpoints.MARKER).unlink()
     # a checkpoint whose state.pt was truncated, one with a flipped byte, one with a bad marker
     shutil.copytree(later, ckpt / "step-000003")
     data = (later / "state.pt").read_bytes()
@@ -231,25 +231,25 @@ def test_only_complete_intact_checkpoints_of_this_run_are_loaded(tmp_path):
     flipped[len(flipped) // 2] ^= 0xFF
     (ckpt / "step-000002-u00000005" / "state.pt").write_bytes(bytes(flipped))
     shutil.copytree(later, ckpt / "step-000002-u00000006")
-    (ckpt / "step-000002-u00000006" / trainer.MARKER).write_text("{not json")
-    loaded = trainer.load_latest_checkpoint(ckpt, "A")
+    (ckpt / "step-000002-u00000006" / checkpoints.MARKER).write_text("{not json")
+    loaded = checkpoints.load_latest_checkpoint(ckpt, "A")
     assert loaded.path == later and loaded.metrics == "m2\n" and loaded.state["policy"]["w"][0] == 2.0
     # checkpoints past a shortened run's end, and another run configuration's, are removed
-    assert trainer.load_latest_checkpoint(ckpt, "A", max_rollout=1).path == good and not later.exists()
-    assert trainer.load_latest_checkpoint(ckpt, "B") is None
+    assert checkpoints.load_latest_checkpoint(ckpt, "A", max_rollout=1).path == good and not later.exists()
+    assert checkpoints.load_latest_checkpoint(ckpt, "B") is None
     assert not later.exists() and not good.exists()
 
 
 def test_pruning_keeps_the_newest_complete_checkpoints(tmp_path):
     for r in range(1, 5):
-        trainer.save_checkpoint(tmp_path, small_state(r, 2 * r), "", keep=2)
-    assert [p.name for p in trainer.list_checkpoints(tmp_path)] == ["step-000003", "step-000004"]
+        checkpoints.save_checkpoint(tmp_path, small_state(r, 2 * r), "", keep=2)
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["step-000003", "step-000004"]
 
 
 def test_a_non_finite_state_is_never_checkpointed(tmp_path):
-    trainer.save_checkpoint(tmp_path, small_state(1, 2), "", keep=2)
-    with pytest.raises(trainer.NonFiniteError, match=r"state\.policy\.w"):
-        trainer.save_checkpoint(tmp_path, small_state(2, 4, float("nan")), "", keep=2)
+    checkpoints.save_checkpoint(tmp_path, small_state(1, 2), "", keep=2)
+    with pytest.raises(checkpoints.NonFiniteError, match=r"state\.policy\.w"):
+        checkpoints.save_checkpoint(tmp_path, small_state(2, 4, float("nan")), "", keep=2)
     assert [p.name for p in tmp_path.iterdir()] == ["step-000001"]
 
 
@@ -295,9 +295,9 @@ def test_sigterm_finishes_the_update_checkpoints_and_resumes_exactly(
     handler = signal.getsignal(signal.SIGTERM)
     # checkpoints every 10 rollouts: what is saved here is the SIGTERM checkpoint alone
     args = train_args(tiny_model_dir, train_file, tmp_path, *PPO, every=10)
-    assert main(args) == trainer.PREEMPTED_EXIT_CODE
+    assert main(args) == checkpoints.PREEMPTED_EXIT_CODE
     assert signal.getsignal(signal.SIGTERM) == handler  # the trainer's handler is uninstalled
-    assert [p.name for p in trainer.list_checkpoints(tmp_path / "ckpt")] == [checkpoint]
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "ckpt")] == [checkpoint]
     assert not (tmp_path / "model").exists()
     monkeypatch.undo()
     assert main(args) == 0
@@ -350,15 +350,15 @@ def test_sigkill_at_random_points_and_during_a_checkpoint_write_loses_nothing(
     assert wait_for(flag.exists, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert [p.name for p in trainer.list_checkpoints(ckpt)] == ["step-000001"]
+    assert [p.name for p in checkpoints.list_checkpoints(ckpt)] == ["step-000001"]
     half = [p for p in ckpt.iterdir() if p.name.startswith(".tmp-step-000002.")]
-    assert len(half) == 1 and not (half[0] / trainer.MARKER).exists()  # the half-written checkpoint
+    assert len(half) == 1 and not (half[0] / checkpoints.MARKER).exists()  # the half-written checkpoint
     # 2. plus what a crash on a filesystem without atomic rename could leave: a newer
     #    directory holding a valid state.pt but no COMPLETE, and one with a truncated state.pt
-    newest = trainer.list_checkpoints(ckpt)[-1]
+    newest = checkpoints.list_checkpoints(ckpt)[-1]
     assert newest.name == "step-000001"
     shutil.copytree(newest, ckpt / "step-000004")
-    (ckpt / "step-000004" / trainer.MARKER).unlink()
+    (ckpt / "step-000004" / checkpoints.MARKER).unlink()
     shutil.copytree(newest, ckpt / "step-000003")
     with open(ckpt / "step-000003" / "state.pt", "r+b") as fh:
         fh.truncate(1000)
@@ -375,9 +375,9 @@ def test_sigkill_at_random_points_and_during_a_checkpoint_write_loses_nothing(
     # 4. the final restart finishes; the result is the uninterrupted run's, bit for bit
     assert main(args) == 0
     assert_same_run(tmp_path, reference_runs["aer"])
-    final = trainer.list_checkpoints(ckpt)
+    final = checkpoints.list_checkpoints(ckpt)
     assert [p.name for p in final] == ["step-000003", "step-000004"]
-    assert all(trainer.verify_checkpoint(p)["rollout"] == int(p.name[5:]) for p in final)
+    assert all(checkpoints.verify_checkpoint(p)["rollout"] == int(p.name[5:]) for p in final)
 
 
 # --------------------------------------------------------------------------- training: nan/inf stops
@@ -420,8 +420,8 @@ def test_non_finite_values_stop_with_the_step_and_keep_the_last_good_checkpoint(
     assert err.startswith("error: ")
     assert re.search(expected, err), err
     assert f"the last good checkpoint {tmp_path / 'ckpt' / 'step-000001'} is kept" in err
-    assert [p.name for p in trainer.list_checkpoints(tmp_path / "ckpt")] == ["step-000001"]
-    state = trainer.load_latest_checkpoint(tmp_path / "ckpt").state
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "ckpt")] == ["step-000001"]
+    state = checkpoints.load_latest_checkpoint(tmp_path / "ckpt").state
     assert all(torch.isfinite(v).all() for v in state["policy"].values())
     assert not (tmp_path / "model").exists() and not (tmp_path / "metrics.jsonl").exists()
 
@@ -431,7 +431,7 @@ def test_diverging_weights_stop_before_the_next_step(tmp_path, tiny_model_dir, t
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "non-finite policy parameters after rollout 0, update 0" in err and "no checkpoint had been written" in err
-    assert trainer.list_checkpoints(tmp_path / "ckpt") == []
+    assert checkpoints.list_checkpoints(tmp_path / "ckpt") == []
 
 
 # --------------------------------------------------------------------------- sampling: shards, resume, determinism
