@@ -4,21 +4,32 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.rl import registry
-from pipeline.rl.methods import COMPONENTS, PRESETS, resolve_method
+from pipeline.rl.methods import PRESETS, REGISTRY, component, resolve_method
 
 
 def test_every_preset_resolves_to_registered_components():
     for name in PRESETS:
         spec = resolve_method(name, {})
-        assert spec["estimator"]["name"] in registry.ESTIMATORS
-        assert spec["shaping"]["name"] in registry.SHAPINGS
-        assert spec["loss"]["name"] in registry.POLICY_LOSSES
-        assert spec["regularizer"]["name"] in registry.REGULARIZERS
-    # and every component the registry offers has declared parameters
-    assert set(COMPONENTS["estimator"]) == set(registry.ESTIMATORS)
-    assert set(COMPONENTS["shaping"]) == set(registry.SHAPINGS)
-    assert set(COMPONENTS["loss"]) == set(registry.POLICY_LOSSES)
-    assert set(COMPONENTS["regularizer"]) == set(registry.REGULARIZERS)
+        for kind in REGISTRY:
+            assert spec[kind]["name"] in REGISTRY[kind]
+    # every registered component's function imports, and takes its declared parameters
+    import inspect
+
+    for kind, options in REGISTRY.items():
+        for name, entry in options.items():
+            fn = registry.lookup(kind, name)
+            accepted = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
+            takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
+            assert takes_any or set(entry.params) <= set(accepted), (kind, name)
+
+
+def test_unknown_components_are_refused_with_the_known_names():
+    with pytest.raises(KeyError, match="known: none, entropy_advantage"):
+        component("shaping", "entropy_scaled")
+    with pytest.raises(ValueError, match="known: estimator, shaping, loss, regularizer"):
+        __import__("pipeline.rl.methods", fromlist=["register"]).register("shapings", "x", "m:f")
+    with pytest.raises(TypeError, match="Param"):
+        __import__("pipeline.rl.methods", fromlist=["register"]).register("shaping", "x", "m:f", beta=0.5)
 
 
 def test_paper_hyperparameters():
@@ -98,24 +109,22 @@ def _function_check(kind, name, values):
 
 @pytest.mark.parametrize(
     "kind, name, key",
-    [(k, n, key) for k, opts in __import__("pipeline.rl.methods", fromlist=["PARAMS"]).PARAMS.items()
-     for n, params in opts.items() for key, p in params.items() if _outside(p) is not None],
+    [(k, n, key) for k, opts in REGISTRY.items()
+     for n, entry in opts.items() for key, p in entry.params.items() if _outside(p) is not None],
 )
 def test_config_and_implementation_agree_on_every_bound(kind, name, key):
-    from pipeline.rl.methods import COMPONENTS, PARAMS
-
-    p = PARAMS[kind][name][key]
+    p = component(kind, name).params[key]
     preset = {"estimator": "grpo", "shaping": "grpo", "loss": "grpo", "regularizer": "grpo"}[kind]
     bad = _outside(p)
     with pytest.raises(PipelineError, match=rf"\.{kind}\.{key}: must be"):
         resolve_method("m", {"preset": preset, kind: {"name": name, key: bad}})
-    values = {**COMPONENTS[kind][name], key: bad}
+    values = {**component(kind, name).defaults, key: bad}
     if (kind, name) in (("shaping", "entropy_advantage"), ("regularizer", "aer")):
         with pytest.raises(ValueError, match=key):
             _function_check(kind, name, values)
     # the default itself is admissible to both
     resolve_method("m", {"preset": preset, kind: {"name": name}})
-    _function_check(kind, name, dict(COMPONENTS[kind][name]))
+    _function_check(kind, name, component(kind, name).defaults)
 
 
 def test_methods_listing_shows_effective_parameters(capsys):
@@ -140,15 +149,14 @@ def test_worked_example_new_shaping_trains(tmp_path, tiny_model_dir, train_file,
 
     from pipeline.cli import main
     from pipeline.config import method_specs
-    from pipeline.rl import methods, registry
+    from pipeline.rl import methods
     from pipeline.rl.methods import Param
 
     def entropy_scaled(advantages, entropy, beta):
         return advantages * (1.0 + beta * entropy.detach())
 
-    monkeypatch.setitem(registry.SHAPINGS, "entropy_scaled", entropy_scaled)
-    monkeypatch.setitem(methods.PARAMS["shaping"], "entropy_scaled", {"beta": Param(0.5, ge=0)})
-    monkeypatch.setitem(methods.COMPONENTS["shaping"], "entropy_scaled", {"beta": 0.5})
+    monkeypatch.setitem(methods.REGISTRY, "shaping", dict(methods.REGISTRY["shaping"]))  # undone after the test
+    methods.register("shaping", "entropy_scaled", entropy_scaled, beta=Param(0.5, ge=0))  # the one registration
     training = {"rollouts": 1, "prompts_per_rollout": 4, "group_size": 4, "minibatch_prompts": 2, "epochs": 1,
                 "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "temperature": 1.0, "top_p": 1.0,
                 "max_new_tokens": 16, "entropy_chunk_size": None}

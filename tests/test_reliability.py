@@ -9,6 +9,7 @@ single low-level write, or a trainer function that then signals the process.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -31,7 +32,7 @@ from pipeline.config import method_specs
 from pipeline.data.schema import problems_frame
 from pipeline.errors import PipelineError
 from pipeline.models import save_model_atomically
-from pipeline.rl import checkpoints, registry, trainer
+from pipeline.rl import checkpoints, methods, registry, trainer
 from pipeline.sampling import stage
 from pipeline.sampling.hf import HFSampler
 from pipeline.toy.world import generate_problems
@@ -395,7 +396,7 @@ def test_non_finite_values_stop_with_the_step_and_keep_the_last_good_checkpoint(
 ):
     calls = [0]
     if inject == "advantages":
-        real = registry.ESTIMATORS["grpo"]
+        real = registry.lookup("estimator", "grpo")
 
         def estimator(*args, **kwargs):
             adv, ret = real(*args, **kwargs)
@@ -405,16 +406,16 @@ def test_non_finite_values_stop_with_the_step_and_keep_the_last_good_checkpoint(
                 adv[0, 0] = float("nan")
             return adv, ret
 
-        monkeypatch.setitem(registry.ESTIMATORS, "grpo", estimator)
+        monkeypatch.setitem(methods.REGISTRY["estimator"], "grpo", dataclasses.replace(methods.component("estimator", "grpo"), function=estimator))
     else:
-        real = registry.POLICY_LOSSES["clip"]
+        real = registry.lookup("loss", "clip")
 
         def loss(*args, **kwargs):
             value, stats = real(*args, **kwargs)
             calls[0] += 1
             return (value * float("nan"), stats) if calls[0] == 3 else (value, stats)
 
-        monkeypatch.setitem(registry.POLICY_LOSSES, "clip", loss)
+        monkeypatch.setitem(methods.REGISTRY["loss"], "clip", dataclasses.replace(methods.component("loss", "clip"), function=loss))
     assert main(train_args(tiny_model_dir, train_file, tmp_path, "grpo")) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ")

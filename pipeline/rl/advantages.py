@@ -205,7 +205,7 @@ def entropy_shaped(advantages: Tensor, entropy: Tensor, alpha: float, kappa: flo
     negative advantage could be flipped positive, which is why kappa < 1 is rejected).
     A negative entropy can only come from rounding; psi is clamped at 0 for it.
     """
-    # the ranges config validation applies too (pipeline.rl.methods.PARAMS)
+    # the ranges config validation applies too (their one registration in pipeline.rl.methods)
     check_params("shaping", "entropy_advantage", {"alpha": alpha, "kappa": kappa})
     if advantages.shape != entropy.shape:
         raise ValueError(

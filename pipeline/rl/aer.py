@@ -96,7 +96,7 @@ class AERController:
     # ------------------------------------------------------------------ config
     @staticmethod
     def _validate(c: dict[str, Any]) -> None:
-        # The ranges config validation applies too (pipeline.rl.methods.PARAMS).
+        # The ranges config validation applies too (their one registration in pipeline.rl.methods).
         check_params("regularizer", "aer", c)
 
     def _set_config(self, c: dict[str, Any]) -> None:

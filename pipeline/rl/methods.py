@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.errors import PipelineError
 
@@ -84,65 +84,6 @@ def _fraction(default: float) -> Param:
 
 _AGGREGATION = Param("token-mean", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"))
 
-PARAMS: dict[str, dict[str, dict[str, Param]]] = {
-    "estimator": {
-        # A_i = (s_i - mean(s)) / (std(s) + eps), unbiased std; scale=False is Dr.GRPO.
-        "grpo": {"eps": Param(1e-6, ge=0), "scale": Param(True, boolean=True)},
-        # GAE with gamma = lambda = 1, whitened over the batch; critic settings.
-        "gae": {
-            "gamma": Param(1.0, ge=0, le=1),
-            "lam": Param(1.0, ge=0, le=1),
-            "whiten": Param(True, boolean=True),
-            "critic_lr": Param(2.0e-4, gt=0),
-            # AdamW weight decay of the critic (the papers are silent; 0.01 is verl's critic default)
-            "critic_weight_decay": Param(0.01, ge=0),
-            "critic_warmup_rollouts": Param(2, ge=0, integer=True),
-            "value_clip": Param(0.2, gt=0, nullable=True),
-        },
-    },
-    "shaping": {
-        "none": {},
-        # Cheng et al.: A + min(alpha * H.detach(), |A| / kappa).
-        "entropy_advantage": {
-            "alpha": Param(0.4, ge=0),
-            "kappa": Param(2.0, ge=1, why="kappa < 1 would let the entropy term flip the sign of a negative advantage"),
-        },
-    },
-    "loss": {
-        # clip-higher 0.2 / 0.28; optional dual clip c for A < 0.
-        "clip": {
-            "clip_low": Param(0.2, gt=0, lt=1), "clip_high": Param(0.28, gt=0),
-            "dual_clip": Param(None, gt=1, nullable=True), "aggregation": _AGGREGATION,
-        },
-        # Cui et al.: detach the gradient of a random r-fraction of tokens with cov_low < Cov < cov_high.
-        "clip_cov": {
-            "clip_low": Param(0.2, gt=0, lt=1), "clip_high": Param(0.28, gt=0), "aggregation": _AGGREGATION,
-            "select_ratio": _fraction(2.0e-4), "cov_low": Param(1.0), "cov_high": Param(5.0),
-        },
-        # Cui et al.: KL penalty |logp - logp_old| on the top-k fraction of tokens by Cov.
-        "kl_cov": {"aggregation": _AGGREGATION, "select_ratio": _fraction(2.0e-3), "kl_coef": Param(1.0, ge=0)},
-    },
-    "regularizer": {
-        "none": {},
-        # loss = policy_loss - coef * agg(H); coef is our assumption (not reported).
-        "entropy_bonus": {"coef": Param(1.0e-3, ge=0)},
-        # AER (reconstruction): per-prompt lambda(q), target rho * H_0, adaptive alpha_t.
-        "aer": {
-            "allocation": Param("threshold", choices=("threshold", "linear", "normalized", "none")),
-            "tau": Param(0.4, ge=0, le=1),
-            "rho": Param(0.6, gt=0),
-            "eta": Param(1.0e-3, ge=0),
-            "alpha_init": Param(0.0, ge=0),
-            "alpha_max": Param(1.0e-2, ge=0),
-            "anchor_steps": Param(1, ge=1, integer=True),
-            "target": Param(None, ge=0, nullable=True, why="an absolute target entropy in nats"),
-            "mode": Param("additive", choices=("additive", "bang_bang")),
-            "delta": Param(None, gt=0, nullable=True),
-            "adapt": Param(True, boolean=True),
-        },
-    },
-}
-
 
 def _aer_rules(v: dict) -> list[tuple[str, str]]:
     out = []
@@ -157,17 +98,109 @@ def _cov_rules(v: dict) -> list[tuple[str, str]]:
     return [] if v["cov_low"] < v["cov_high"] else [("cov_low", f"must be < cov_high ({v['cov_high']!r}), got {v['cov_low']!r}")]
 
 
-# Checks that involve several parameters of one component.
-CROSS_RULES = {("regularizer", "aer"): _aer_rules, ("loss", "clip_cov"): _cov_rules}
+# --------------------------------------------------------------------------- the registry
+#
+# ONE entry per component: its kind and name, the function that implements it, and its
+# parameters (default and range). The function is named by import path ("module:function")
+# and imported only where a job runs it (pipeline.rl.registry.lookup), so the workflow
+# resolves and validates methods without importing torch; a callable is accepted too (a
+# component registered in the process that uses it, e.g. a notebook or a test).
+
+KINDS = ("estimator", "shaping", "loss", "regularizer")
+
+
+@dataclass(frozen=True)
+class Component:
+    function: Any                       # "module:function" (or class), or the callable itself
+    params: dict[str, Param]
+    rules: Callable[[dict], list[tuple[str, str]]] | None = None  # checks across parameters
+    select: Any = None                  # losses: the token selection over the whole mini-batch
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {key: p.default for key, p in self.params.items()}
+
+
+REGISTRY: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, name: str, function, *, rules=None, select=None, **params: Param) -> Component:
+    """Register component ``name`` of ``kind``: its function and its parameters, once."""
+    if kind not in REGISTRY:
+        raise ValueError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
+    bad = [key for key, p in params.items() if not isinstance(p, Param)]
+    if bad:
+        raise TypeError(f"{kind} {name!r}: parameters {bad} must be declared as Param(default, ...)")
+    REGISTRY[kind][name] = component = Component(function, dict(params), rules, select)
+    return component
+
+
+def component(kind: str, name: str) -> Component:
+    """The registered component; KeyError listing the known names of its kind."""
+    try:
+        return REGISTRY[kind][name]
+    except KeyError:
+        known = ", ".join(REGISTRY.get(kind, {})) or "none"
+        raise KeyError(f"unknown {kind} {name!r}; known: {known}") from None
+
+
+_R = "pipeline.rl.registry"
+# A_i = (s_i - mean(s)) / (std(s) + eps), unbiased std; scale=False is Dr.GRPO.
+register("estimator", "grpo", f"{_R}:grpo_estimator", eps=Param(1e-6, ge=0), scale=Param(True, boolean=True))
+# GAE with gamma = lambda = 1, whitened over the batch; critic settings.
+register(
+    "estimator", "gae", f"{_R}:gae_estimator",
+    gamma=Param(1.0, ge=0, le=1), lam=Param(1.0, ge=0, le=1), whiten=Param(True, boolean=True),
+    critic_lr=Param(2.0e-4, gt=0),
+    # AdamW weight decay of the critic (the papers are silent; 0.01 is verl's critic default)
+    critic_weight_decay=Param(0.01, ge=0),
+    critic_warmup_rollouts=Param(2, ge=0, integer=True), value_clip=Param(0.2, gt=0, nullable=True),
+)
+register("shaping", "none", f"{_R}:no_shaping")
+# Cheng et al.: A + min(alpha * H.detach(), |A| / kappa).
+register(
+    "shaping", "entropy_advantage", f"{_R}:entropy_advantage",
+    alpha=Param(0.4, ge=0),
+    kappa=Param(2.0, ge=1, why="kappa < 1 would let the entropy term flip the sign of a negative advantage"),
+)
+# clip-higher 0.2 / 0.28; optional dual clip c for A < 0.
+register(
+    "loss", "clip", f"{_R}:clip_loss",
+    clip_low=Param(0.2, gt=0, lt=1), clip_high=Param(0.28, gt=0), dual_clip=Param(None, gt=1, nullable=True),
+    aggregation=_AGGREGATION,
+)
+# Cui et al.: detach the gradient of a random r-fraction of tokens with cov_low < Cov < cov_high.
+register(
+    "loss", "clip_cov", f"{_R}:clip_cov_loss", rules=_cov_rules, select=f"{_R}:clip_cov_select",
+    clip_low=Param(0.2, gt=0, lt=1), clip_high=Param(0.28, gt=0), aggregation=_AGGREGATION,
+    select_ratio=_fraction(2.0e-4), cov_low=Param(1.0), cov_high=Param(5.0),
+)
+# Cui et al.: KL penalty |logp - logp_old| on the top-k fraction of tokens by Cov.
+register(
+    "loss", "kl_cov", f"{_R}:kl_cov_loss", select=f"{_R}:kl_cov_select",
+    aggregation=_AGGREGATION, select_ratio=_fraction(2.0e-3), kl_coef=Param(1.0, ge=0),
+)
+register("regularizer", "none", f"{_R}:NoRegularizer")
+# loss = policy_loss - coef * agg(H); coef is our assumption (not reported).
+register("regularizer", "entropy_bonus", f"{_R}:EntropyBonus", coef=Param(1.0e-3, ge=0))
+# AER (reconstruction): per-prompt lambda(q), target rho * H_0, adaptive alpha_t.
+register(
+    "regularizer", "aer", f"{_R}:AdaptiveEntropy", rules=_aer_rules,
+    allocation=Param("threshold", choices=("threshold", "linear", "normalized", "none")),
+    tau=Param(0.4, ge=0, le=1), rho=Param(0.6, gt=0), eta=Param(1.0e-3, ge=0),
+    alpha_init=Param(0.0, ge=0), alpha_max=Param(1.0e-2, ge=0), anchor_steps=Param(1, ge=1, integer=True),
+    target=Param(None, ge=0, nullable=True, why="an absolute target entropy in nats"),
+    mode=Param("additive", choices=("additive", "bang_bang")), delta=Param(None, gt=0, nullable=True),
+    adapt=Param(True, boolean=True),
+)
 
 
 def param_problems(kind: str, name: str, values: dict) -> list[tuple[str, str]]:
     """``(parameter, problem)`` for every inadmissible value of component ``kind``/``name``."""
-    declared = PARAMS[kind][name]
-    found = [(key, problem) for key, p in declared.items() if key in values and (problem := p.problem(values[key]))]
-    rules = CROSS_RULES.get((kind, name))
-    if rules and not found and set(declared) <= set(values):
-        found += rules(values)
+    entry = component(kind, name)
+    found = [(key, problem) for key, p in entry.params.items() if key in values and (problem := p.problem(values[key]))]
+    if entry.rules and not found and set(entry.params) <= set(values):
+        found += entry.rules(values)
     return found
 
 
@@ -178,12 +211,6 @@ def check_params(kind: str, name: str, values: dict) -> None:
         key, problem = problems[0]
         raise ValueError(f"{kind} '{name}': {key} {problem}")
 
-
-# Every component's parameters with their defaults (what a spec is filled with).
-COMPONENTS: dict[str, dict[str, dict[str, Any]]] = {
-    kind: {name: {key: p.default for key, p in params.items()} for name, params in options.items()}
-    for kind, options in PARAMS.items()
-}
 
 _GRPO = {"estimator": {"name": "grpo"}, "shaping": {"name": "none"}, "loss": {"name": "clip"}, "regularizer": {"name": "none"}}
 _PPO = {**_GRPO, "estimator": {"name": "gae"}}
@@ -246,33 +273,33 @@ def resolve_method(name: str, entry: dict | None, training_keys: set[str] | None
                 raise PipelineError(f"{where}.training.{key}: unknown training key")
     spec: dict[str, Any] = {"name": name, "preset": preset_name, "training": dict(training)}
     preset = PRESETS[preset_name]
-    for component, options in COMPONENTS.items():
-        override = entry.get(component, {}) or {}
+    for kind, options in REGISTRY.items():
+        override = entry.get(kind, {}) or {}
         if not isinstance(override, dict):
-            raise PipelineError(f"{where}.{component}: expected a mapping, got {override!r}")
-        chosen = override.get("name", preset[component]["name"])
+            raise PipelineError(f"{where}.{kind}: expected a mapping, got {override!r}")
+        chosen = override.get("name", preset[kind]["name"])
         if chosen not in options:
-            raise PipelineError(f"{where}.{component}.name: unknown {component} '{chosen}' (known: {', '.join(options)})")
-        params = dict(options[chosen])
-        if chosen == preset[component]["name"]:
-            params.update({k: v for k, v in preset[component].items() if k != "name"})
+            raise PipelineError(f"{where}.{kind}.name: unknown {kind} '{chosen}' (known: {', '.join(options)})")
+        params = options[chosen].defaults
+        if chosen == preset[kind]["name"]:
+            params.update({k: v for k, v in preset[kind].items() if k != "name"})
         for key, value in override.items():
             if key == "name":
                 continue
             if key not in params:
                 raise PipelineError(
-                    f"{where}.{component}.{key}: unknown parameter of {component} '{chosen}' "
+                    f"{where}.{kind}.{key}: unknown parameter of {kind} '{chosen}' "
                     f"(known: {', '.join(params) or 'none'})"
                 )
             params[key] = value
-        spec[component] = {"name": chosen, **params}
+        spec[kind] = {"name": chosen, **params}
     _check_values(where, spec)
     return spec
 
 
 def _check_values(where: str, spec: dict) -> None:
-    for kind in PARAMS:
-        component = spec[kind]
-        values = {k: v for k, v in component.items() if k != "name"}
-        for key, problem in param_problems(kind, component["name"], values):
+    for kind in REGISTRY:
+        chosen = spec[kind]
+        values = {k: v for k, v in chosen.items() if k != "name"}
+        for key, problem in param_problems(kind, chosen["name"], values):
             raise PipelineError(f"{where}.{kind}.{key}: {problem}")

@@ -1,8 +1,10 @@
-"""Registries of the four method components, looked up by the names in a method spec.
+"""The method components' functions, looked up by the names in a method spec.
 
-Like verl's ``core_algos``: each entry is a small function (or, for stateful
-regularisers, a small class) over tensors. The trainer builds a method from its spec
-(:mod:`pipeline.rl.methods`) and never branches on the method's name.
+Like verl's ``core_algos``: each component is a small function (or, for stateful
+regularisers, a small class) over tensors, registered ONCE with its parameters in
+:mod:`pipeline.rl.methods` (``register(kind, name, "module:function", **params)``);
+:func:`lookup` imports it where a job runs it. The trainer builds a method from its spec
+and never branches on the method's name.
 
 Shapes: every per-token tensor is ``[B, T]`` over the label positions of a padded batch;
 ``mask`` is 1 on response tokens (the policy's actions), 0 elsewhere.
@@ -10,6 +12,7 @@ Shapes: every per-token tensor is ``[B, T]`` over the label positions of a padde
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -19,6 +22,7 @@ from torch import Tensor
 from pipeline.rl import advantages as adv
 from pipeline.rl import losses
 from pipeline.rl.aer import AERController
+from pipeline.rl.methods import component
 
 # --------------------------------------------------------------------------- estimators
 
@@ -56,10 +60,6 @@ def gae_estimator(
     return advantages, returns
 
 
-ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
-    "grpo": grpo_estimator,
-    "gae": gae_estimator,
-}
 
 # --------------------------------------------------------------------------- shaping
 
@@ -73,7 +73,6 @@ def entropy_advantage(advantages: Tensor, entropy: Tensor, alpha: float, kappa: 
     return adv.entropy_shaped(advantages, entropy, alpha, kappa)
 
 
-SHAPINGS: dict[str, Callable[..., Tensor]] = {"none": no_shaping, "entropy_advantage": entropy_advantage}
 
 # --------------------------------------------------------------------------- policy losses
 
@@ -102,11 +101,6 @@ def kl_cov_loss(logp, old_logp, advantages, mask, *, aggregation, select_ratio, 
     )
 
 
-POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, dict]]] = {
-    "clip": clip_loss,
-    "clip_cov": clip_cov_loss,
-    "kl_cov": kl_cov_loss,
-}
 
 
 # Losses that act on a few tokens chosen over the WHOLE mini-batch (Cui et al.'s token
@@ -125,7 +119,6 @@ def kl_cov_select(logp, old_logp, advantages, keys, *, select_ratio, generator, 
     return losses.kl_cov_selection(logp, advantages, keys, select_ratio=select_ratio, world=world)
 
 
-TOKEN_SELECTIONS: dict[str, Callable[..., Tensor]] = {"clip_cov": clip_cov_select, "kl_cov": kl_cov_select}
 
 # --------------------------------------------------------------------------- regularizers
 
@@ -209,13 +202,30 @@ class AdaptiveEntropy(NoRegularizer):
         self.controller.load_state_dict(state)
 
 
-REGULARIZERS: dict[str, Callable[..., Regularizer]] = {
-    "none": NoRegularizer,
-    "entropy_bonus": EntropyBonus,
-    "aer": AdaptiveEntropy,
-}
 
 
 def params_of(component: dict) -> dict:
     """A component's parameters without its name."""
     return {k: v for k, v in component.items() if k != "name"}
+
+
+def _resolve(target, where: str):
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{where}: cannot import {target!r} ({err})") from None
+
+
+def lookup(kind: str, name: str):
+    """The function (or regularizer class) registered as ``kind`` ``name``; KeyError listing
+    the known names of that kind."""
+    return _resolve(component(kind, name).function, f"{kind} {name!r}")
+
+
+def token_selection(loss_name: str):
+    """The whole-mini-batch token choice of a Clip-Cov / KL-Cov loss, or None."""
+    select = component("loss", loss_name).select
+    return None if select is None else _resolve(select, f"loss {loss_name!r} selection")

@@ -301,11 +301,11 @@ def method_components(spec: dict) -> Method:
     if estimator_cfg["name"] == "gae":  # GAE and whitening take gamma/lam/whiten; the rest are critic settings
         estimator_params = {k: estimator_params[k] for k in ("gamma", "lam", "whiten")}
     return Method(
-        spec=spec, estimator=registry.ESTIMATORS[estimator_cfg["name"]], estimator_params=estimator_params,
-        shaping=registry.SHAPINGS[spec["shaping"]["name"]], shaping_params=registry.params_of(spec["shaping"]),
-        loss_fn=registry.POLICY_LOSSES[loss_cfg["name"]], loss_params=registry.params_of(loss_cfg),
-        regularizer=registry.REGULARIZERS[regularizer_cfg["name"]](**registry.params_of(regularizer_cfg)),
-        token_selection=registry.TOKEN_SELECTIONS.get(loss_cfg["name"]),
+        spec=spec, estimator=registry.lookup("estimator", estimator_cfg["name"]), estimator_params=estimator_params,
+        shaping=registry.lookup("shaping", spec["shaping"]["name"]), shaping_params=registry.params_of(spec["shaping"]),
+        loss_fn=registry.lookup("loss", loss_cfg["name"]), loss_params=registry.params_of(loss_cfg),
+        regularizer=registry.lookup("regularizer", regularizer_cfg["name"])(**registry.params_of(regularizer_cfg)),
+        token_selection=registry.token_selection(loss_cfg["name"]),
     )
 
 
