@@ -91,7 +91,26 @@ def check_config(config: dict) -> dict:
         raise
     except PipelineError as err:
         raise ConfigError(str(err)) from None
+    _check_comparisons(config)
     return config
+
+
+# Tables the pipeline writes itself: a comparison may not take their names.
+RESERVED_TABLES = ("main", "comparisons", "crossing", "claims", "passk_curves")
+
+
+def _check_comparisons(config: dict) -> None:
+    """report.comparisons: every listed method is one this config trains (or evaluates)."""
+    known = set(config["methods"]) | {"base"} | set(config["eval_models"])
+    for name, methods in config["report"]["comparisons"].items():
+        if name in RESERVED_TABLES or name.startswith("exploration"):
+            raise ConfigError(f"config key 'report.comparisons.{name}': the pipeline writes a table of that name itself")
+        missing = [m for m in methods if m not in known]
+        if missing:
+            raise ConfigError(
+                f"config key 'report.comparisons.{name}': {', '.join(missing)} not configured "
+                f"(methods: {', '.join(config['methods']) or 'none'})"
+            )
 
 
 def _check_grader(grader: str) -> None:

@@ -63,6 +63,7 @@ PY = env_python("pipeline")
 PY_VLLM = env_python("vllm")
 SAMPLE_PY = PY_VLLM if USES_VLLM_SAMPLING else PY
 TRAIN_PY = PY_VLLM if USES_VLLM_ROLLOUTS else PY
+TOY = config["world"] == "toy"  # the generated world (the hub world: the papers' data and models)
 SEEDS = config["seeds"]
 SUITES = list(config["suites"])
 TRAINED = [f"{m}/seed{s}" for m in METHODS for s in SEEDS]
@@ -108,6 +109,33 @@ def suites_data_slice():
     return {name: {k: v for k, v in suite.items() if k not in SUITE_EVAL_KEYS} for name, suite in config["suites"].items()}
 
 
+def data_options(output):
+    """The data stage's options: the toy world generates its suites and training split from its
+    seeds; the hub world loads them (pinned revisions) and checks them for overlap."""
+    q = shlex.quote
+    suites = f"--suites-json {q(as_json(suites_data_slice()))} --suites-dir {q(os.path.dirname(output.suites[0]))}"
+    if TOY:
+        return f"--world toy --world-json {q(as_json(config['toy']))} {suites} --train-out {q(output.train)}"
+    train = f" --train-out {q(output.train)}" if METHODS else ""
+    fail = " --fail-on-overlap" if config["decontamination"]["fail"] else ""
+    return (f"{suites} --train-json {q(as_json(config['train_data'] if METHODS else None))}{fail}{train}"
+            f" --report {q(output.decontamination)}")
+
+
+def base_model_options(wildcards, input, output, threads):
+    """The base model's options: the toy world SFTs its own (with the replicate's SFT seed under
+    base_model.replicates), the hub world fetches the pinned checkpoint."""
+    q = shlex.quote
+    base = config["base_model"]
+    if not TOY:
+        return f"--hub-json {q(as_json(base.get('hub')))} --out {q(output.model)}"
+    if BASE_REPLICATES:
+        base = {**base, "sft": {**base["sft"], "seed": base["sft"]["seed"] + int(wildcards.seed)}}
+    return (f"--config-json {q(as_json(base))} --world-json {q(as_json(config['toy']))}"
+            f" --template {q(config['prompt']['template'])} --exclude {' '.join(map(q, input.suites))}"
+            f" --out {q(output.model)} --metrics {q(output.metrics)} --threads {threads}")
+
+
 def trainer_launcher():
     """The trainer's launcher (one process, or resources.train.gpu processes through
     `accelerate launch` with the configured accelerate config file)."""
@@ -128,12 +156,5 @@ def model_dir(wildcards):
 
 
 def comparison_tables():
-    """Table-3-style side-by-side comparisons that the configured methods allow."""
-    tables = {}
-    if {"grpo_entropy_reg", "grpo_entropy_adv"} <= set(METHODS):
-        tables["table3"] = ["grpo", "grpo_entropy_reg", "grpo_entropy_adv"] if "grpo" in METHODS else [
-            "grpo_entropy_reg", "grpo_entropy_adv"]
-    control = [m for m in ("grpo", "grpo_entropy_reg", "grpo_aer", "grpo_clip_cov", "grpo_kl_cov") if m in METHODS]
-    if len(control) > 1 and any(m in METHODS for m in ("grpo_aer", "grpo_clip_cov", "grpo_kl_cov")):
-        tables["entropy_control"] = control
-    return tables
+    """The side-by-side tables of report.comparisons (name -> methods, checked by check_config)."""
+    return {name: list(methods) for name, methods in config["report"]["comparisons"].items()}

@@ -58,6 +58,10 @@ def test_default_config_is_valid_and_defaults_are_filled():
         (("bogus_top_level",), 1, "bogus_top_level': unknown key"),
         (("grader",), "sympy", "'grader'"),
         (("grader",), "no_such_module:grade", "cannot find module 'no_such_module'"),
+        (("report", "comparisons", "table3"), ["grpo", "grpo_entropy_regg"], "report.comparisons.table3': grpo_entropy_regg not configured"),
+        (("report", "comparisons", "main"), ["grpo", "ppo"], "report.comparisons.main': the pipeline writes a table"),
+        (("report", "comparisons", "solo"), ["grpo"], "report.comparisons.solo"),
+        (("report", "comparisons", "Bad-Name"), ["grpo", "ppo"], "report.comparisons"),
     ],
 )
 def test_bad_configs_name_the_key(path, value, expected):
