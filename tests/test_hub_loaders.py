@@ -678,7 +678,8 @@ REPORTED_METHODS = {
 def test_paper_config_puts_the_reported_numbers_beside_ours(config):
     """report.reported / suite_map resolve against the shipped reference CSVs, at our K, for the reported methods."""
     from pipeline.config import check_config
-    from pipeline.report.tables import parse_reported, reported_cells
+    from pipeline.report.scores import parse_reported
+    from pipeline.report.tables import reported_cells
 
     cfg = check_config(_paper_config(config))
     report = cfg["report"]

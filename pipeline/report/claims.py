@@ -554,7 +554,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace) -> RunData:
     from pipeline.report.compare import per_problem_frame
-    from pipeline.report.tables import load_score_items
+    from pipeline.report.scores import load_score_items
 
     counts = per_problem_frame(load_score_items([Path(p) for p in args.passk]))
     if len(args.metrics) != len(args.metrics_runs):

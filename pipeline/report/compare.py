@@ -40,7 +40,7 @@ import pandas as pd
 from pipeline.errors import PipelineError
 from pipeline.eval.passk import pass_at_k
 from pipeline.io import stable_seed, write_text
-from pipeline.report.tables import latex_escape, load_score_items, parse_baselines, signed
+from pipeline.report.scores import latex_escape, load_score_items, parse_baselines, signed
 
 logger = logging.getLogger(__name__)
 

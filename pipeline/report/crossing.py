@@ -27,7 +27,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
-from pipeline.report.tables import BASE, load_score_items, row_order, signed
+from pipeline.report.scores import BASE, load_score_items, row_order, signed
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
-from pipeline.report.tables import latex_escape, load_score_items, row_order
+from pipeline.report.scores import latex_escape, load_score_items, row_order
 
 logger = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.io import atomic_path, read_json  # noqa: E402
+from pipeline.io import atomic_path  # noqa: E402
+from pipeline.report.scores import BASE, load_score_items  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-BASE = "base"
 DPI = 120
 RUN_RE = re.compile(r"^(?P<method>[A-Za-z0-9][A-Za-z0-9_.+-]*)/seed(?P<seed>\d+)$")
 DYNAMICS_PANELS = (
@@ -351,15 +351,7 @@ def run(args: argparse.Namespace) -> int:
             methods.append(m)
     colours = method_colours(methods)
 
-    items = []
-    for path in args.passk:
-        try:
-            items.append((str(path), read_json(path)))
-        except FileNotFoundError as err:
-            raise PipelineError(f"Pass@k file {path} does not exist") from err
-        except json.JSONDecodeError as err:
-            raise PipelineError(f"Pass@k file {path} is not valid JSON ({err})") from err
-    curves = passk_curves(items)
+    curves = passk_curves(load_score_items(args.passk))
 
     metrics: dict[tuple[str, int], pd.DataFrame] = {}
     for path, run_id in zip(args.metrics, args.metrics_runs):

@@ -14,7 +14,6 @@ recomputed here.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -25,7 +24,7 @@ import pandas as pd
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
 from pipeline.report.reference import citation, load_reported
-from pipeline.report.tables import parse_reported
+from pipeline.report.scores import parse_json_arg, parse_reported
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- pieces
 
 def parse_config(text: str) -> dict:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PipelineError(f"--config is not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise PipelineError("--config must be a JSON object")
+    obj = parse_json_arg(text, "--config", "(run_name, world, methods, baselines, seeds, suites)")
     for key in ("methods", "seeds", "suites"):
         if key not in obj:
             raise PipelineError(f"--config: missing key {key!r}")

@@ -33,7 +33,6 @@ The logic is pure functions over a DataFrame of records (``records_from_objects`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import re
@@ -43,11 +42,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.io import read_json, write_text
+from pipeline.io import write_text
+from pipeline.report.scores import (
+    latex_escape, load_score_items, parse_baselines, parse_json_arg, parse_reported, row_order, signed,
+)
 
 logger = logging.getLogger(__name__)
 
-BASE = "base"
 REQUIRED_KEYS = ("method", "seed", "suite", "k_max", "pass_at_k", "pass1")
 DELTA_COLUMNS = ("baseline", "delta_pp")
 REPORTED_COLUMNS = ("reported_k", "reported_pct", "reported_source")
@@ -155,13 +156,14 @@ def records_from_objects(items: list[tuple[str, dict]]) -> pd.DataFrame:
     return records
 
 
-def row_order(methods: list[str]) -> list[str]:
-    """``base`` first, then the given methods without duplicates."""
-    out = [BASE]
-    for m in methods:
-        if m not in out:
-            out.append(m)
-    return out
+def suite_k_max(records: pd.DataFrame, suite: str) -> int:
+    """The suite's K, which every one of its score files must share."""
+    ks = sorted(set(int(k) for k in records.loc[records["suite"] == suite, "k_max"]))
+    if not ks:
+        raise PipelineError(f"no Pass@k results for suite {suite!r}")
+    if len(ks) != 1:
+        raise PipelineError(f"suite {suite!r}: Pass@k files disagree on k_max ({ks})")
+    return ks[0]
 
 
 def summarise(records: pd.DataFrame, methods: list[str], suites: list[str]) -> pd.DataFrame:
@@ -169,12 +171,7 @@ def summarise(records: pd.DataFrame, methods: list[str], suites: list[str]) -> p
     rows_methods = row_order(methods)
     rows = []
     for suite in suites:
-        sub = records[records["suite"] == suite]
-        if sub.empty:
-            raise PipelineError(f"no Pass@k results for suite {suite!r}")
-        k_values = sorted(set(int(k) for k in sub["k_max"]))
-        if len(k_values) != 1:
-            raise PipelineError(f"suite {suite!r}: Pass@k files disagree on k_max ({k_values})")
+        suite_k_max(records, suite)
     for method in rows_methods:
         seed_sets = {}
         for suite in suites:
@@ -224,22 +221,6 @@ def summarise(records: pd.DataFrame, methods: list[str], suites: list[str]) -> p
 
 # --------------------------------------------------------------------------- deltas and reported numbers
 
-def parse_baselines(text: str | None) -> dict[str, str]:
-    """``--baselines`` JSON: method -> baseline method (both strings, not equal)."""
-    if text is None or not text.strip():
-        return {}
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PipelineError(f"--baselines is not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise PipelineError("--baselines must be a JSON object mapping a method to its baseline method")
-    for method, baseline in obj.items():
-        if not isinstance(baseline, str) or not baseline or baseline == method:
-            raise PipelineError(f"--baselines: method {method!r} needs a baseline method other than itself, got {baseline!r}")
-    return {str(k): str(v) for k, v in obj.items()}
-
-
 def table_baselines(methods: list[str], baselines: dict[str, str]) -> dict[str, str]:
     """The baseline pairs a table can show: both the method and its baseline are rows."""
     rows = set(row_order(methods))
@@ -266,26 +247,8 @@ def deltas(summary: pd.DataFrame, baselines: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "suite", "metric", "baseline", "delta_pp"])
 
 
-def parse_reported(specs: list[str] | None) -> list[tuple[str, str]]:
-    """``NAME:MODEL`` strings -> [(name, model)] (split at the last ':')."""
-    out = []
-    for spec in specs or []:
-        name, sep, model = str(spec).rpartition(":")
-        if not sep or not name or not model:
-            raise PipelineError(f"--reported {spec!r}: expected NAME:MODEL, e.g. cheng2025_table2:Qwen2.5-7B")
-        out.append((name, model))
-    return out
-
-
 def parse_suite_map(text: str | None) -> dict[str, str | dict[str, str]]:
-    if text is None or not text.strip():
-        return {}
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PipelineError(f"--suite-map is not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise PipelineError("--suite-map must be a JSON object mapping our suite to a reference column prefix")
+    obj = parse_json_arg(text, "--suite-map", "mapping our suite to a reference column prefix")
     out: dict[str, str | dict[str, str]] = {}
     for suite, target in obj.items():
         if isinstance(target, str) and target:
@@ -411,14 +374,6 @@ def _fmt(v: float) -> str:
     return f"{v:.1f}"
 
 
-def signed(v: float) -> str:
-    """``+1.3`` / ``-0.4`` / ``0.0`` (one decimal; a value that rounds to zero has no sign)."""
-    r = round(float(v), 1)
-    if r == 0:
-        return "0.0"
-    return f"{r:+.1f}"
-
-
 def cell_text(row: pd.Series, pm: str = "±") -> str:
     """``mean ± std`` (>= 2 seeds), ``value [lo, hi]`` (1 seed with CI), or ``value``."""
     if row["n_seeds"] >= 2:
@@ -536,13 +491,6 @@ def to_markdown(
     return "\n".join(lines)
 
 
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
-
-
 def _latex_suite_header(cols: list[tuple[str, str, int]], first_col: int) -> tuple[str, str]:
     """``\\multicolumn`` cells per run of equal suites, and their ``\\cmidrule``s."""
     groups: list[tuple[str, int]] = []
@@ -620,14 +568,7 @@ def to_csv_frame(
 
 
 def parse_comparisons(text: str | None) -> dict[str, list[str]]:
-    if text is None or not text.strip():
-        return {}
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PipelineError(f"--comparisons is not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise PipelineError("--comparisons must be a JSON object mapping a table name to a list of methods")
+    obj = parse_json_arg(text, "--comparisons", "mapping a table name to a list of methods")
     out = {}
     for name, methods in obj.items():
         if not TABLE_NAME_RE.match(str(name)) or name in RESERVED_TABLE_NAMES:
@@ -660,19 +601,6 @@ def render_all(
     }
 
 
-def load_score_items(paths: list[Path]) -> list[tuple[str, object]]:
-    """(path, parsed JSON) for each Pass@k file; a missing or unreadable file is a PipelineError."""
-    items = []
-    for path in paths:
-        try:
-            items.append((str(path), read_json(path)))
-        except FileNotFoundError as err:
-            raise PipelineError(f"Pass@k file {path} does not exist") from err
-        except json.JSONDecodeError as err:
-            raise PipelineError(f"Pass@k file {path} is not valid JSON ({err})") from err
-    return items
-
-
 def load_records(paths: list[Path]) -> pd.DataFrame:
     return records_from_objects(load_score_items(paths))
 
@@ -698,13 +626,7 @@ def run(args: argparse.Namespace) -> int:
     if sources:
         from pipeline.report.reference import citation
 
-        k_of = {}
-        for suite in args.suites:
-            ks = sorted(set(int(k) for k in records.loc[records["suite"] == suite, "k_max"]))
-            if len(ks) != 1:
-                raise PipelineError(f"suite {suite!r}: Pass@k files disagree on k_max ({ks})" if ks else
-                                    f"no Pass@k results for suite {suite!r}")
-            k_of[suite] = ks[0]
+        k_of = {suite: suite_k_max(records, suite) for suite in args.suites}
         reported = reported_cells(sources, suite_map, args.suites, k_of)
         note = reported_note(sources, {name: (citation(name) or [""])[0] for name, _ in sources})
     tables = {"main": methods}
