@@ -7,7 +7,7 @@
 
 import shlex
 
-from pipeline.analysis.settings import (
+from pipeline.workflow import (
     PASS_KEYS,
     STAGE_KEYS,
     TEXT_KEYS,

@@ -7,10 +7,8 @@ stops the run with one line naming the key.
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.schema import validate_section
@@ -82,25 +80,6 @@ def compile_patterns(cfg: dict) -> Patterns:
     return Patterns(categories, segment, reflective, cfg.get("word_entropy", "first"), pivotal)
 
 
-def analysed_runs(config: dict) -> list[str]:
-    """``<method>/seed<s>`` of every RL run the analysis covers (config already validated)."""
-    methods, seeds = analysed_pairs(config)
-    return [f"{m}/seed{s}" for m, s in zip(methods, seeds)]
-
-
-def analysed_pairs(config: dict) -> tuple[list[str], list[int]]:
-    """The analysed runs as parallel lists of methods and seeds (for ``expand(..., zip, ...)``)."""
-    cfg = config["analysis"]
-    methods = list(config["methods"]) if cfg["methods"] is None else cfg["methods"]
-    seeds = config["seeds"][:1] if cfg["seeds"] is None else cfg["seeds"]
-    return [m for m in methods for _ in seeds], [s for _ in methods for s in seeds]
-
-
-def analysis_suite(config: dict) -> str:
-    suite = config["analysis"]["suite"]
-    return next(iter(config["suites"])) if suite is None else suite
-
-
 def check_analysis_config(config: dict) -> None:
     """Cross-field checks of ``analysis`` (after schema validation): known suite, methods and
     seeds, compilable patterns. Raises PipelineError naming the key."""
@@ -118,14 +97,3 @@ def check_analysis_config(config: dict) -> None:
         if s not in config["seeds"]:
             raise PipelineError(f"config key 'analysis.seeds': seed {s} is not in seeds {config['seeds']}")
     compile_patterns(cfg)
-
-
-def slice_keys(cfg: dict, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: cfg[k] for k in keys}
-
-
-# What each job depends on (so that changing, e.g., a word list does not recompute entropies).
-TOKEN_KEYS = ("problems", "samples_per_problem", "seed", "temperature", "batch_size", "chunk_size")
-TEXT_KEYS = ("case_sensitive", "word_entropy", "categories", "pivotal", "segment_pattern", "reflective_patterns", "repetition")
-PASS_KEYS = ("seed", "temperature", "batch_size", "chunk_size")  # a model pass over drawn samples (checkpoints)
-STAGE_KEYS = ("seed", "bootstrap", "rarity")  # the analyze stage, besides TEXT_KEYS
