@@ -593,7 +593,9 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenance: dict) -> pd.DataFrame:
+def _columns(spec: BenchmarkSpec, dataset, origin: str) -> tuple[pd.DataFrame, bool]:
+    """The problem, answer (and id, difficulty) columns of the raw rows; whether the rows
+    have their own ids."""
     import pyarrow as pa
 
     table = dataset.with_format("arrow")[:] if len(dataset) else dataset.data.table
@@ -610,13 +612,11 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenanc
             log.info("benchmark %s: no own id column (%s); ids are <benchmark>-<row>", spec.name, err)
     if spec.difficulty_field is not None:
         columns["difficulty"] = _field(spec, table, spec.difficulty_field, origin)
-    frame = pa.table(columns).to_pandas(types_mapper=None)
-    raw_rows = len(frame)
-    provenance["raw_rows"] = raw_rows
-    if counts["raw_rows"] is not None:
-        _check_count(spec, origin, raw_rows, counts["raw_rows"], what="rows")
+    return pa.table(columns).to_pandas(types_mapper=None), own_ids
 
-    problems = frame["problem"]
+
+def _clean_problems(spec: BenchmarkSpec, problems: pd.Series, origin: str) -> pd.Series:
+    """Problem texts as strings, DAPO's instruction stripped where the benchmark has it."""
     if problems.isna().any():
         raise PipelineError(f"benchmark {spec.name} ({origin}): problem missing in row {int(problems.isna().idxmax())}")
     problems = problems.astype(str)
@@ -626,28 +626,17 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenanc
         problems = problems.str.removeprefix(DAPO_PREFIX).str.removesuffix(DAPO_SUFFIX)
         log.info(
             "benchmark %s: DAPO instruction prefix stripped from %d/%d rows, suffix from %d", spec.name,
-            with_prefix, raw_rows, with_suffix,
+            with_prefix, len(problems), with_suffix,
         )
-        if raw_rows and with_prefix == 0:
+        if len(problems) and with_prefix == 0:
             log.warning("benchmark %s: no row starts with DAPO's instruction prefix; problems kept as given", spec.name)
-    frame["problem"] = problems.str.strip()
+    return problems.str.strip()
 
-    if spec.answer_from_boxed:
-        boxed = frame["answer"].map(last_boxed)
-        missing = boxed.isna() & frame["answer"].notna()
-        if missing.any():
-            row = int(missing.idxmax())
-            raise PipelineError(
-                f"benchmark {spec.name} ({origin}): no \\boxed{{}} answer in {spec.answer_field!r} of row {row}"
-            )
-        frame["answer"] = boxed
 
-    if spec.dedup_problems:
-        frame = _dedup(spec, frame, origin, counts, provenance)
-    else:
-        _check_count(spec, origin, len(frame), counts["rows"])
-
-    answers = frame["answer"].map(canonical_answer)
+def _canonical_answers(spec: BenchmarkSpec, answers: pd.Series, origin: str, provenance: dict) -> pd.Series:
+    """Canonical answer strings (a missing or non-finite one is an error); degree signs removed
+    where the benchmark asks for it (the changed rows recorded in ``provenance``)."""
+    answers = answers.map(canonical_answer)
     if answers.isna().any():
         raise PipelineError(
             f"benchmark {spec.name} ({origin}): answer missing or not finite in row {int(answers.isna().idxmax())}"
@@ -659,7 +648,11 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenanc
             log.info("benchmark %s: row %d answer %r -> %r (degree sign removed)", spec.name, pos, answers[pos], stripped[pos])
         provenance["degree_sign_removed"] = changed
         answers = stripped
+    return answers
 
+
+def _problem_ids(spec: BenchmarkSpec, frame: pd.DataFrame, own_ids: bool, origin: str) -> list[str]:
+    """``<benchmark>-<own id>`` (or ``<benchmark>-<row>``)."""
     if own_ids:
         if frame["own_id"].isna().any():
             raise PipelineError(
@@ -668,20 +661,49 @@ def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenanc
         ids = [f"{spec.name}-{v}" for v in frame["own_id"].tolist()]
     else:
         ids = [f"{spec.name}-{i}" for i in range(len(frame))]
-    difficulty = frame["difficulty"].map(_difficulty).tolist() if "difficulty" in frame else [-1] * len(frame)
+    return ids
 
-    empty = [i for i, (p, a) in enumerate(zip(frame["problem"], answers)) if not p or not a]
-    if empty:
-        raise PipelineError(
-            f"benchmark {spec.name} ({origin}): {len(empty)} rows with an empty problem or answer "
-            f"(first: {ids[empty[0]]})"
-        )
+
+def _check_unique_ids(spec: BenchmarkSpec, ids: list[str], origin: str) -> None:
     seen: set[str] = set()
     for pid in ids:
         if pid in seen:
             raise PipelineError(f"benchmark {spec.name} ({origin}): duplicate id {pid!r}")
         seen.add(pid)
 
+
+def _to_frame(spec: BenchmarkSpec, dataset, origin: str, counts: dict, provenance: dict) -> pd.DataFrame:
+    """The normalised problems of one loaded benchmark: columns read, row counts asserted,
+    problems and answers cleaned, deduplicated where the benchmark needs it, ids assigned."""
+    frame, own_ids = _columns(spec, dataset, origin)
+    raw_rows = len(frame)
+    provenance["raw_rows"] = raw_rows
+    if counts["raw_rows"] is not None:
+        _check_count(spec, origin, raw_rows, counts["raw_rows"], what="rows")
+    frame["problem"] = _clean_problems(spec, frame["problem"], origin)
+    if spec.answer_from_boxed:
+        boxed = frame["answer"].map(last_boxed)
+        missing = boxed.isna() & frame["answer"].notna()
+        if missing.any():
+            row = int(missing.idxmax())
+            raise PipelineError(
+                f"benchmark {spec.name} ({origin}): no \\boxed{{}} answer in {spec.answer_field!r} of row {row}"
+            )
+        frame["answer"] = boxed
+    if spec.dedup_problems:
+        frame = _dedup(spec, frame, origin, counts, provenance)
+    else:
+        _check_count(spec, origin, len(frame), counts["rows"])
+    answers = _canonical_answers(spec, frame["answer"], origin, provenance)
+    ids = _problem_ids(spec, frame, own_ids, origin)
+    difficulty = frame["difficulty"].map(_difficulty).tolist() if "difficulty" in frame else [-1] * len(frame)
+    empty = [i for i, (p, a) in enumerate(zip(frame["problem"], answers)) if not p or not a]
+    if empty:
+        raise PipelineError(
+            f"benchmark {spec.name} ({origin}): {len(empty)} rows with an empty problem or answer "
+            f"(first: {ids[empty[0]]})"
+        )
+    _check_unique_ids(spec, ids, origin)
     out = problems_frame([
         _HubProblem(id=i, problem=p, answer=a, difficulty=int(d), source=spec.name)
         for i, p, a, d in zip(ids, frame["problem"].tolist(), answers.tolist(), difficulty)

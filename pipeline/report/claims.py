@@ -272,10 +272,11 @@ def exploration_rows(data: RunData, config: str, add, need) -> None:
             add(row, lambda r, model=model, column=column: exploration_row(data, r, model, column))
 
 
-def build_rows(data: RunData, config: str) -> list[dict]:  # noqa: C901 - one block per claim, read top to bottom
+def build_rows(data: RunData, config: str) -> list[dict]:
+    """One row per (claim, comparison, suite), in the order of the claims: Cheng et al. C1-C9,
+    Zhang et al. C10-C14, Cui et al. C15. A claim the config cannot test is a row marked so."""
     R = data.roles
     rows: list[dict] = []
-    cheng, zhang, cui = "Cheng et al. 2025", "Zhang et al. 2025", "Cui et al. 2025"
 
     def add(row, compute):
         try:
@@ -290,6 +291,14 @@ def build_rows(data: RunData, config: str) -> list[dict]:  # noqa: C901 - one bl
             raise KeyError(f"no {', '.join(missing)} method in the config")
         return [R[r] for r in roles]
 
+    for paper_rows in (cheng_rows, zhang_rows, cui_rows):
+        paper_rows(data, config, add, need)
+    return rows
+
+
+def cheng_rows(data: RunData, config: str, add, need) -> None:
+    """Cheng et al. 2025 (the entropy advantage): C1-C9."""
+    cheng = "Cheng et al. 2025"
     suites = data.suites
     # C1: RL raises Pass@1 over the base model on every suite
     for rl in ("grpo", "ppo"):
@@ -349,6 +358,11 @@ def build_rows(data: RunData, config: str) -> list[dict]:  # noqa: C901 - one bl
                "reflective actions per response, last snapshot", "grpo_entropy_adv - grpo", +1, "", config)
     add(row, lambda r: per_run_row(r, *[checkpoint_last(data, m, "reflective_per_response")
                                          for m in need("grpo_entropy_adv", "grpo")]))
+
+
+def zhang_rows(data: RunData, config: str, add, need) -> None:
+    """Zhang et al. 2025 (AER): C10-C14."""
+    zhang, suites = "Zhang et al. 2025", data.suites
     # C10: AER holds entropy near H* = rho * H_0 while GRPO's falls away
     row = _row("C10", zhang, "§3 / Fig.", "AER holds entropy near its target H* = rho * H_0, closer than GRPO",
                "mean |H - H*| / H*, second half of rollouts", "grpo_aer - grpo", -1, "", config)
@@ -375,13 +389,17 @@ def build_rows(data: RunData, config: str) -> list[dict]:  # noqa: C901 - one bl
                "entropy: last 20% - first 20% (nats)", "entropy_reg_large", +1, "", config)
     add(row, lambda r: per_run_row(r, metric_per_seed(
         data, need("entropy_reg_large")[0], lambda f: _tail_mean(f, "entropy") - _tail_mean(f, "entropy", start=True))))
+
+
+def cui_rows(data: RunData, config: str, add, need) -> None:
+    """Cui et al. 2025 (Clip-Cov, KL-Cov): C15."""
+    cui = "Cui et al. 2025"
     # C15: Clip-Cov and KL-Cov keep entropy above GRPO's
     for method in ("grpo_clip_cov", "grpo_kl_cov"):
         row = _row("C15", cui, "Fig. / Table", "Clip-Cov and KL-Cov keep entropy above GRPO's",
                    "entropy, last 20% of updates (nats)", f"{method} - grpo", +1, "", config)
         add(row, lambda r, method=method: per_run_row(r, *[metric_per_seed(data, m, lambda f: _tail_mean(f, "entropy"))
                                                             for m in need(method, "grpo")]))
-    return rows
 
 
 def crossing_per_seed(data: RunData, method: str, suite: str) -> dict[int, float]:
