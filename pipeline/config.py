@@ -28,7 +28,13 @@ def check_config(config: dict) -> dict:
                 f"config key 'suites.{name}.k': Pass@{suite['k']} needs at least k samples per problem, "
                 f"but n_samples is {suite['n_samples']}"
             )
-        required = ("problems", "difficulties") if config["world"] == "toy" else ("benchmark",)
+        if config["world"] == "toy" and suite.get("benchmark") not in (None, "custom"):
+            raise ConfigError(
+                f"config key 'suites.{name}.benchmark': a toy-world suite is generated (problems, difficulties) "
+                "or read from your own file (benchmark: custom); the paper benchmarks need world: hub"
+            )
+        toy_generated = config["world"] == "toy" and suite.get("benchmark") != "custom"
+        required = ("problems", "difficulties") if toy_generated else ("benchmark",)
         for key in required:
             if key not in suite:
                 raise ConfigError(f"config key 'suites.{name}.{key}': required for a {config['world']}-world suite")

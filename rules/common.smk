@@ -109,6 +109,17 @@ def suites_data_slice():
     return {name: {k: v for k, v in suite.items() if k not in SUITE_EVAL_KEYS} for name, suite in config["suites"].items()}
 
 
+def custom_data_files():
+    """The local files of every `benchmark: custom` suite or training set."""
+    entries = list(config["suites"].values()) + ([config["train_data"]] if METHODS and not TOY else [])
+    files = []
+    for entry in entries:
+        if entry.get("benchmark") == "custom" and entry.get("data_files"):
+            data_files = entry["data_files"]
+            files += [data_files] if isinstance(data_files, str) else list(data_files)
+    return files
+
+
 def data_options(output):
     """The data stage's options: the toy world generates its suites and training split from its
     seeds; the hub world loads them (pinned revisions) and checks them for overlap."""

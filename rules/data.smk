@@ -6,6 +6,8 @@
 
 
 rule prepare_data:
+    input:
+        custom=custom_data_files(),  # your own suite or training files: an edit reruns the data stage
     output:
         suites=expand(f"{RESULTS}/data/suites/{{suite}}.parquet", suite=SUITES),
         # the hub world has no training set when nothing is trained (eval_models only)

@@ -187,3 +187,31 @@ def test_eval_models_without_training(micro_run, tmp_path):
         rl = json.loads((results / "scores" / "eval" / "rl" / f"{suite}.passk.json").read_text())
         assert rl["method"] == "rl" and rl["seed"] is None and rl["maj_at_k"] is not None
     assert "REPORT.md" in os.listdir(results)
+
+
+def test_own_data_in_the_toy_world(tmp_path):
+    """A toy-world suite from your own file (benchmark: custom): loaded, normalised and named like
+    a hub one, sampled and scored by the whole pipeline; an edit of the file reruns the data stage."""
+    import yaml
+
+    cfg = yaml.safe_load(MICRO.read_text())
+    rows = [{"q": "What is 12+7*3?", "a": "33", "uid": "x1"}, {"q": "What is (8-3)*4?", "a": "20", "uid": "x2"},
+            {"q": "What is 9*9-1?", "a": "80", "uid": "x3"}]
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    data = workdir / "mine.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg["suites"]["mine"] = {"benchmark": "custom", "data_files": "mine.jsonl", "k": 4, "n_samples": 4,
+                             "fields": {"problem": "q", "answer": "a", "id": "uid"}}
+    cfg["methods"] = {"grpo": {}}
+    cfg["analysis"] = {"enabled": False}
+    results = run_config(cfg, tmp_path, "own-data")
+    suite = pd.read_parquet(results / "data" / "suites" / "mine.parquet")
+    assert list(suite["id"]) == ["mine-x1", "mine-x2", "mine-x3"] and list(suite["answer"]) == ["33", "20", "80"]
+    train = pd.read_parquet(results / "data" / "train.parquet")
+    assert not set(train["problem"]) & set(suite["problem"])
+    score = json.loads((results / "scores" / "grpo" / "seed0" / "mine.passk.json").read_text())
+    assert score["n_problems"] == 3 and "mine" in (results / "tables" / "main.md").read_text()
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))  # the user edits their file
+    proc = snakemake(workdir, "-n", configfile=tmp_path / "own-data.yaml")
+    assert "rule prepare_data" in proc.stdout and "Updated input files: mine.jsonl" in proc.stdout, proc.stdout[-2000:]

@@ -76,3 +76,38 @@ def test_sft_micro_batches_take_the_step_of_one_pass(tiny_model_dir):
     diff = max(float((runs[12][1][k] - runs[5][1][k]).abs().max()) for k in base)
     assert moved > 1e-4 and diff < 1e-3 * moved
     assert runs[5][0][0]["loss"] == pytest.approx(runs[12][0][0]["loss"], rel=1e-5)
+
+
+def test_a_custom_toy_suite_must_use_the_toy_alphabet(tmp_path):
+    import json
+
+    import pytest
+
+    from pipeline.data.prepare import toy_suites
+    from pipeline.errors import PipelineError
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"q": "Wie viel ist 3·4?", "a": "12"}) + "\n")
+    world = {"seed": 1, "max_value": 99, "two_digit_prob": 0.3, "train_split": {"problems": 8, "difficulties": [1]}}
+    suites = {"mine": {"benchmark": "custom", "data_files": str(path), "fields": {"problem": "q", "answer": "a"}}}
+    with pytest.raises(PipelineError, match=r"suite mine: problem of mine-0 has characters the toy tokenizer lacks: '·'"):
+        toy_suites(world, suites)
+
+
+def test_toy_world_suites_are_generated_or_custom():
+    import copy
+    from pathlib import Path
+
+    import pytest
+    import yaml
+
+    from pipeline.config import ConfigError, check_config
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    bad = copy.deepcopy(cfg)
+    bad["suites"]["toy-aime"] = {"benchmark": "aime24", "k": 4, "n_samples": 4}
+    with pytest.raises(ConfigError, match="suites.toy-aime.benchmark': a toy-world suite is generated"):
+        check_config(bad)
+    bad["suites"]["toy-aime"] = {"benchmark": "custom", "data_files": "x.jsonl", "k": 4, "n_samples": 4}
+    with pytest.raises(ConfigError, match="suites.toy-aime.fields"):
+        check_config(bad)

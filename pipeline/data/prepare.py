@@ -23,10 +23,35 @@ from pipeline.toy.world import generate_problems
 log = logging.getLogger(__name__)
 
 
+def custom_toy_suite(name: str, entry: dict) -> pd.DataFrame:
+    """A toy-world suite from your own file (``benchmark: custom``), through the same loader,
+    normalisation and checks as the hub world's; every character must be one the toy
+    tokenizer has (an unknown one would reach the model as <unk>)."""
+    from pipeline.data.hub import load_benchmark_from_config
+    from pipeline.data.prepare_hub import _without_attrs, loader_config
+    from pipeline.toy.tokenizer import CHARACTERS
+
+    frame = load_benchmark_from_config("custom", {**loader_config(entry), "name": name})
+    known = set(CHARACTERS)
+    for column in ("problem", "answer"):
+        for pid, text in zip(frame["id"], frame[column]):
+            unknown = sorted(set(text) - known)
+            if unknown:
+                raise PipelineError(
+                    f"suite {name}: {column} of {pid} has characters the toy tokenizer lacks: "
+                    f"{', '.join(map(repr, unknown))} (it knows digits, ASCII letters, space, newline and + - * / ( ) = : , . ?)"
+                )
+    return _without_attrs(frame)  # pandas would store the loader's provenance in the Parquet metadata
+
+
 def toy_suites(toy: dict, suites: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     seen: set[str] = set()
     frames = {}
     for name, suite in suites.items():
+        if suite.get("benchmark") == "custom":
+            frames[name] = custom_toy_suite(name, suite)
+            seen |= set(frames[name]["problem"])  # the training split and SFT never contain them
+            continue
         problems = generate_problems(
             io.stable_seed(toy["seed"], "suite", name), suite["difficulties"], suite["problems"],
             source=name, exclude=seen, max_value=toy["max_value"],
