@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.report import crossing
+from pipeline.report.scores import curve_points
 
 KS = [1, 2, 4, 8, 16]
 
@@ -23,7 +24,7 @@ def curve_obj(method: str, seed, suite: str, values: list[float]) -> dict:
 
 
 def curves(objs: list[dict]) -> pd.DataFrame:
-    return crossing.curves_from_items([(f"f{i}", o) for i, o in enumerate(objs)])
+    return curve_points([(f"f{i}", o) for i, o in enumerate(objs)])
 
 
 def run_stage(argv: list[str]) -> int:

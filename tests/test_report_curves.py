@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.report import curves
+from pipeline.report.scores import curve_points
 
 
 def score(method, seed, suite, passk, majk):
@@ -25,7 +26,7 @@ ITEMS = [
 
 
 def test_means_and_standard_deviations_over_seeds_by_hand():
-    table = curves.curves_table(curves.points_from_items(ITEMS), ["base", "grpo"], ["s"])
+    table = curves.curves_table(curve_points(ITEMS), ["base", "grpo"], ["s"])
     grpo = table[table["method"] == "grpo"].set_index("k")
     assert grpo.loc[4, "passk_pct"] == pytest.approx(60.0)
     assert grpo.loc[4, "majk_pct"] == pytest.approx(50.0)
@@ -41,7 +42,7 @@ def test_means_and_standard_deviations_over_seeds_by_hand():
 def test_a_grader_without_an_extractor_leaves_maj_blank_and_the_grid_is_the_shared_one():
     items = [("b.json", score("base", None, "s", {1: 0.1, 2: 0.2, 4: 0.4, 8: 0.5}, None)),
              ("g.json", score("grpo", 0, "s", {1: 0.3, 2: 0.4, 4: 0.5}, None))]
-    table = curves.curves_table(curves.points_from_items(items), ["base", "grpo"], ["s"])
+    table = curves.curves_table(curve_points(items), ["base", "grpo"], ["s"])
     assert sorted(table["k"].unique()) == [1, 2, 4]
     assert table["majk_pct"].isna().all()
     assert "| base | 1 | 10.0 / — |" in curves.to_markdown(table, ["base", "grpo"], ["s"])
@@ -49,13 +50,13 @@ def test_a_grader_without_an_extractor_leaves_maj_blank_and_the_grid_is_the_shar
 
 
 def test_missing_method_and_duplicate_files_name_the_culprit():
-    points = curves.points_from_items(ITEMS)
+    points = curve_points(ITEMS)
     with pytest.raises(PipelineError, match="'ppo' on suite 's'"):
         curves.curves_table(points, ["base", "ppo"], ["s"])
     with pytest.raises(PipelineError, match="g0.json, again.json"):
-        curves.points_from_items([*ITEMS, ("again.json", ITEMS[1][1])])
+        curve_points([*ITEMS, ("again.json", ITEMS[1][1])])
     with pytest.raises(PipelineError, match="maj_at_k must be an object"):
-        curves.points_from_items([("x.json", {**ITEMS[0][1], "maj_at_k": [0.1]})])
+        curve_points([("x.json", {**ITEMS[0][1], "maj_at_k": [0.1]})])
 
 
 def test_the_stage_writes_markdown_csv_and_latex(tmp_path):

@@ -27,7 +27,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
-from pipeline.report.scores import BASE, load_score_items, row_order, signed
+from pipeline.report.scores import BASE, curve_points, load_score_items, row_order, signed
 
 logger = logging.getLogger(__name__)
 
@@ -50,36 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", required=True, type=Path, help="directory for crossing.{md,csv}")
 
 
-def curves_from_items(items: list[tuple[str, dict]]) -> pd.DataFrame:
-    """Long frame: method, seed, suite, k, value (fraction) from score JSON objects."""
-    rows = []
-    seen = {}
-    for source, obj in items:
-        if not isinstance(obj, dict):
-            raise PipelineError(f"{source}: expected a JSON object written by 'score'")
-        for key in ("method", "suite", "pass_at_k"):
-            if key not in obj:
-                raise PipelineError(f"{source}: missing key {key!r}")
-        seed = -1 if obj.get("seed") is None else int(obj["seed"])
-        key = (str(obj["method"]), seed, str(obj["suite"]))
-        if key in seen:
-            raise PipelineError(f"two Pass@k files for the same method, seed and suite: {seen[key]}, {source}")
-        seen[key] = source
-        for k, v in obj["pass_at_k"].items():
-            try:
-                k_int = int(k)
-            except ValueError as err:
-                raise PipelineError(f"{source}: pass_at_k key {k!r} is not an integer k") from err
-            rows.append({"method": key[0], "seed": seed, "suite": key[2], "k": k_int, "value": float(v)})
-    return pd.DataFrame(rows, columns=["method", "seed", "suite", "k", "value"])
-
-
 def mean_curve(curves: pd.DataFrame, method: str, suite: str) -> tuple[pd.Series, int]:
     """Pass@k (fraction) vs k averaged over the method's seeds, on the ks every seed has; and the seed count."""
     sub = curves[(curves["method"] == method) & (curves["suite"] == suite)]
     if sub.empty:
         raise PipelineError(f"missing Pass@k results for method {method!r} on suite {suite!r}")
-    pivot = sub.pivot_table(index="k", columns="seed", values="value").dropna()
+    pivot = sub.pivot_table(index="k", columns="seed", values="passk").dropna()
     return pivot.mean(axis=1).sort_index(), int(sub["seed"].nunique())
 
 
@@ -137,7 +113,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    curves = curves_from_items(load_score_items(args.passk))
+    curves = curve_points(load_score_items(args.passk))
     table = crossing_table(curves, args.methods, args.suites)
     out_dir = Path(args.out_dir)
     write_text(out_dir / "crossing.md", to_markdown(table))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
-from pipeline.report.scores import latex_escape, load_score_items, row_order
+from pipeline.report.scores import curve_points, latex_escape, load_score_items, row_order
 
 logger = logging.getLogger(__name__)
 
@@ -41,34 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", required=True, help="row order (base first)")
     parser.add_argument("--suites", nargs="+", required=True, help="suite order")
     parser.add_argument("--out-dir", required=True, type=Path, help="directory for passk_curves.{md,csv,tex}")
-
-
-def points_from_items(items: list[tuple[str, dict]]) -> pd.DataFrame:
-    """Long frame ``method, seed, suite, k, passk, majk`` (fractions; majk NaN if absent)."""
-    rows, seen = [], {}
-    for source, obj in items:
-        if not isinstance(obj, dict):
-            raise PipelineError(f"{source}: expected a JSON object written by 'score'")
-        for key in ("method", "suite", "pass_at_k"):
-            if key not in obj:
-                raise PipelineError(f"{source}: missing key {key!r}")
-        seed = -1 if obj.get("seed") is None else int(obj["seed"])
-        ident = (str(obj["method"]), seed, str(obj["suite"]))
-        if ident in seen:
-            raise PipelineError(f"two Pass@k files for the same method, seed and suite: {seen[ident]}, {source}")
-        seen[ident] = source
-        majority = obj.get("maj_at_k") or {}
-        if not isinstance(majority, dict):
-            raise PipelineError(f"{source}: maj_at_k must be an object keyed by k, got {type(majority).__name__}")
-        for k, value in obj["pass_at_k"].items():
-            try:
-                k_int = int(k)
-            except ValueError as err:
-                raise PipelineError(f"{source}: pass_at_k key {k!r} is not an integer k") from err
-            maj = majority.get(k)
-            rows.append({"method": ident[0], "seed": seed, "suite": ident[2], "k": k_int, "passk": float(value),
-                         "majk": math.nan if maj is None else float(maj)})
-    return pd.DataFrame(rows, columns=["method", "seed", "suite", "k", "passk", "majk"])
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
@@ -143,7 +115,7 @@ def to_latex(table: pd.DataFrame, methods: list[str], suites: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     methods = row_order(args.methods)
-    table = curves_table(points_from_items(load_score_items(args.passk)), methods, args.suites)
+    table = curves_table(curve_points(load_score_items(args.passk)), methods, args.suites)
     out_dir = Path(args.out_dir)
     write_text(out_dir / "passk_curves.md", to_markdown(table, methods, args.suites))
     write_text(out_dir / "passk_curves.tex", to_latex(table, methods, args.suites))

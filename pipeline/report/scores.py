@@ -86,3 +86,36 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&",
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def curve_points(items: list[tuple[str, dict]]):
+    """Long frame ``method, seed, suite, k, passk, majk`` from score JSON objects: Pass@k and
+    maj@k (fractions; majk NaN where the score file has none) at every k of each file's grid."""
+    import math
+
+    import pandas as pd
+
+    rows, seen = [], {}
+    for source, obj in items:
+        if not isinstance(obj, dict):
+            raise PipelineError(f"{source}: expected a JSON object written by 'score'")
+        for key in ("method", "suite", "pass_at_k"):
+            if key not in obj:
+                raise PipelineError(f"{source}: missing key {key!r}")
+        seed = -1 if obj.get("seed") is None else int(obj["seed"])
+        ident = (str(obj["method"]), seed, str(obj["suite"]))
+        if ident in seen:
+            raise PipelineError(f"two Pass@k files for the same method, seed and suite: {seen[ident]}, {source}")
+        seen[ident] = source
+        majority = obj.get("maj_at_k") or {}
+        if not isinstance(majority, dict):
+            raise PipelineError(f"{source}: maj_at_k must be an object keyed by k, got {type(majority).__name__}")
+        for k, value in obj["pass_at_k"].items():
+            try:
+                k_int = int(k)
+            except ValueError as err:
+                raise PipelineError(f"{source}: pass_at_k key {k!r} is not an integer k") from err
+            maj = majority.get(k)
+            rows.append({"method": ident[0], "seed": seed, "suite": ident[2], "k": k_int, "passk": float(value),
+                         "majk": math.nan if maj is None else float(maj)})
+    return pd.DataFrame(rows, columns=["method", "seed", "suite", "k", "passk", "majk"])
