@@ -172,3 +172,31 @@ def test_worked_example_new_shaping_trains(tmp_path, tiny_model_dir, train_file,
                  "--out-model", str(out / "model"), "--metrics", str(out / "metrics.jsonl"),
                  "--checkpoint-dir", str(out / "ckpt")]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_math_functions_defaults_are_the_registered_ones():
+    """The tensor functions under the registry keep keyword defaults for direct use (tests,
+    notebooks); each equals the registered default, so the registration stays the one source."""
+    import inspect
+
+    from pipeline.rl import advantages, losses
+
+    cases = [
+        (advantages.grpo_advantages, ("estimator", "grpo"), {}),
+        (losses.clipped_surrogate, ("loss", "clip"), {"agg": "aggregation"}),
+        (losses.clipped_surrogate_per_token, ("loss", "clip"), {}),
+        (losses.clip_cov_loss, ("loss", "clip_cov"), {"agg": "aggregation"}),
+        (losses.value_loss, ("estimator", "gae"), {"clip": "value_clip", "agg": None}),
+    ]
+    for fn, (kind, name), renamed in cases:
+        registered = component(kind, name).defaults
+        for arg, p in inspect.signature(fn).parameters.items():
+            key = renamed.get(arg, arg)
+            if p.default is inspect.Parameter.empty or key is None or key not in registered:
+                continue
+            assert p.default == registered[key], (fn.__name__, arg, p.default, registered[key])
+    from pipeline.rl.aer import AERController
+
+    assert AERController().alpha == component("regularizer", "aer").defaults["alpha_init"]
+    with pytest.raises(TypeError, match="unknown parameter"):
+        AERController(rhoo=0.5)

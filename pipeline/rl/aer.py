@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.rl.methods import check_params
+from pipeline.rl.methods import check_params, component
 
 __all__ = ["AERController"]
 
@@ -65,25 +65,14 @@ class AERController:
         step: number of observations so far.
     """
 
-    def __init__(
-        self,
-        allocation: str = "threshold",
-        tau: float = 0.4,
-        rho: float = 0.6,
-        eta: float = 1e-3,
-        alpha_init: float = 0.0,
-        alpha_max: float = 1e-2,
-        anchor_steps: int = 1,
-        target: float | None = None,
-        mode: str = "additive",
-        delta: float | None = None,
-        adapt: bool = True,
-    ) -> None:
-        config = {
-            "allocation": allocation, "tau": tau, "rho": rho, "eta": eta,
-            "alpha_init": alpha_init, "alpha_max": alpha_max, "anchor_steps": anchor_steps,
-            "target": target, "mode": mode, "delta": delta, "adapt": adapt,
-        }
+    def __init__(self, **params: Any) -> None:
+        # Every parameter's default and range come from AER's one registration (pipeline.rl.methods).
+        registered = component("regularizer", "aer")
+        unknown = sorted(set(params) - set(registered.params))
+        if unknown:
+            raise TypeError(f"AERController: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(registered.params)})")
+        config = {**registered.defaults, **params}
+        alpha_init, target = config["alpha_init"], config["target"]
         self._set_config(config)
         self.alpha: float = float(alpha_init)
         self.h0: float | None = None
