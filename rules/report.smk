@@ -185,6 +185,7 @@ rule claims:
             labels={"table": "claims", "format": "Markdown"},
         ),
         csv=f"{RESULTS}/tables/claims.csv",
+        aer=f"{RESULTS}/tables/aer_replicates.csv",
     params:
         runs=TRAINED,
         suites=SUITES,

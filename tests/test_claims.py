@@ -144,3 +144,31 @@ def test_without_exploration_analysis_c8_is_listed_as_not_tested_and_markdown_ce
     md = to_markdown(table, "test")
     c5 = next(line for line in md.splitlines() if line.startswith("| C5 | Cheng"))
     assert "psi/\\|A\\|" in c5 and c5.count(" | ") == 5  # six cells, the pipes of |A| escaped
+
+
+def test_aer_is_checked_replicate_by_replicate_against_its_target_and_its_own_base_model():
+    """Replicate 0 holds its entropy within 20% of H* and beats its base model; replicate 1
+    strays (max deviation 0.5) and falls below its own base model's Pass@1: each is reported,
+    however the averages look."""
+    from pipeline.report.claims import aer_replicates, aer_replicates_markdown
+
+    frame = pd.concat([counts("base", [0, 1], {0: 0.30, 1: 0.50}), counts("grpo_aer", [0, 1], {0: 0.45, 1: 0.35}, rng_seed=3)])
+    n = 10
+    ok = [0.16, 0.15, 0.14, 0.14, 0.13, 0.13, 0.12, 0.13, 0.12, 0.13]   # second half within 0.12-0.13 of H* = 0.128
+    stray = ok[:5] + [0.13, 0.15, 0.19, 0.17, 0.064]                  # |0.064 - 0.128| / 0.128 = 0.5
+    metrics = {("grpo_aer", s): pd.DataFrame({"update": range(n), "rollout": range(n), "rollout_entropy": h,
+                                              "aer_target": [None] + [0.128] * (n - 1)})
+               for s, h in ((0, ok), (1, stray))}
+    data = RunData(counts=frame, metrics=metrics, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])
+    table = aer_replicates(data).set_index("seed")
+    assert table.loc[0, "within_tolerance"] and not table.loc[1, "within_tolerance"]
+    assert table.loc[1, "max_deviation"] == pytest.approx(0.5)
+    assert not table.loc[0, "below_base"] and table.loc[1, "below_base"]
+    assert table.loc[1, "base_pass1"] == pytest.approx(100 * data.passk("base", SUITE, 1).loc[1].mean())
+    text = aer_replicates_markdown(aer_replicates(data))
+    assert "within tolerance on 1 of 2 replicates" in text and "below the base model's on replicates 1." in text
+    # one shared base model (no replicated base models): every seed against it; no AER run: nothing
+    shared = RunData(counts=pd.concat([counts("base", [-1], {-1: 0.9}), frame[frame["method"] == "grpo_aer"]]),
+                     metrics=metrics, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])
+    assert aer_replicates(shared)["below_base"].all()
+    assert aer_replicates_markdown(aer_replicates(RunData(counts=frame, suites=[SUITE]))) == ""

@@ -25,7 +25,12 @@ runs (Mann-Whitney tests of the analysis stage); their rows say so.
 between-replicate spread measured (two-sided t approximation, alpha = 0.05): a power check
 from the run's own variances.
 
-Outputs ``claims.{md,csv}``.
+Beside the table, the AER run of every replicate checked one by one (``aer_replicates``): how
+far its rollout entropy strays from its target over the second half of training (the
+controller's tolerance is 20%) and whether its Pass@1 on each suite falls below its own base
+model's. A controller that holds on average can still fail on one world; this lists each.
+
+Outputs ``claims.{md,csv}`` and ``aer_replicates.csv`` (its table also closes ``claims.md``).
 """
 
 from __future__ import annotations
@@ -437,27 +442,96 @@ def checkpoint_last(data: RunData, method: str, column: str) -> dict[int, float]
     return out
 
 
+def aer_target(frame: pd.DataFrame) -> float | None:
+    """The target H* an AER run ended with (None: not an AER run, or no target yet)."""
+    if "aer_target" not in frame:
+        return None
+    target = frame.groupby("rollout").first()["aer_target"].dropna()
+    return float(target.iloc[-1]) if not target.empty else None
+
+
+def second_half_entropy(frame: pd.DataFrame) -> pd.Series:
+    """The rollout entropy of each rollout in the second half of training."""
+    per_rollout = frame.groupby("rollout").first()
+    return per_rollout.loc[per_rollout.index >= per_rollout.index.max() / 2, "rollout_entropy"]
+
+
 def target_deviation(data: RunData, aer: str, grpo: str) -> tuple[dict[int, float], dict[int, float]]:
     """Mean relative distance of the rollout entropy from AER's target over the second half of
     the rollouts, for AER and (against the same seed's target) for GRPO."""
     aer_dev, grpo_dev = {}, {}
     for (m, seed), frame in data.metrics.items():
-        if m != aer or "aer_target" not in frame:
+        h_star = aer_target(frame) if m == aer else None
+        if h_star is None:
             continue
-        per_rollout = frame.groupby("rollout").first()
-        target = per_rollout["aer_target"].dropna()
-        if target.empty:
-            continue
-        h_star = float(target.iloc[-1])
-        half = per_rollout.index >= per_rollout.index.max() / 2
-        aer_dev[seed] = float((per_rollout.loc[half, "rollout_entropy"] - h_star).abs().mean() / h_star)
+        aer_dev[seed] = float((second_half_entropy(frame) - h_star).abs().mean() / h_star)
         other = data.metrics.get((grpo, seed))
         if other is not None:
-            g = other.groupby("rollout").first()
-            grpo_dev[seed] = float((g.loc[g.index >= g.index.max() / 2, "rollout_entropy"] - h_star).abs().mean() / h_star)
+            grpo_dev[seed] = float((second_half_entropy(other) - h_star).abs().mean() / h_star)
     if not aer_dev:
         raise KeyError("no AER run with a target")
     return aer_dev, grpo_dev
+
+
+AER_TOLERANCE = 0.2  # |H - H*| / H* the controller should stay within over the second half
+
+
+def aer_replicates(data: RunData) -> pd.DataFrame:
+    """One row per (AER seed, suite): the seed's target H*, mean and max |H - H*| / H* over the
+    second half of its rollouts, whether the max stays within ``AER_TOLERANCE``, and its Pass@1
+    (%) beside its own base model's (the same replicate's; the single shared base model when
+    base models are not replicated). Empty without an AER run that has a target."""
+    columns = ["method", "seed", "h_star", "mean_deviation", "max_deviation", "within_tolerance", "suite",
+               "pass1", "base_pass1", "below_base"]
+    aer = data.roles.get("grpo_aer")
+    rows = []
+    for (m, seed), frame in sorted(data.metrics.items()):
+        h_star = aer_target(frame) if m == aer else None
+        if h_star is None:
+            continue
+        dev = (second_half_entropy(frame) - h_star).abs() / h_star
+        for suite in data.suites:
+            try:
+                ours = data.passk(aer, suite, 1)
+                base = data.passk("base", suite, 1)
+            except KeyError:
+                continue
+            if seed not in ours.index:
+                continue
+            base_row = base.loc[seed] if seed in base.index else (base.iloc[0] if len(base) == 1 else None)
+            if base_row is None:
+                raise KeyError(f"no base model of replicate {seed} on {suite}")
+            pass1, base_pass1 = 100 * float(ours.loc[seed].mean()), 100 * float(base_row.reindex(ours.columns).mean())
+            rows.append([aer, seed, h_star, float(dev.mean()), float(dev.max()), bool(dev.max() <= AER_TOLERANCE),
+                         suite, pass1, base_pass1, bool(pass1 < base_pass1)])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def aer_replicates_markdown(frame: pd.DataFrame) -> str:
+    """The per-replicate AER check as a Markdown section (empty string without AER runs)."""
+    if frame.empty:
+        return ""
+    suites = list(dict.fromkeys(frame["suite"]))
+    lines = ["## AER, replicate by replicate", "",
+             f"Rollout entropy against the target H* over the second half of training (tolerance "
+             f"{AER_TOLERANCE:.0%}), and Pass@1 (%) against the same replicate's base model.", "",
+             "| Seed | H* | mean \\|H - H*\\| / H* | max | within | " + " | ".join(f"{s} Pass@1 (base)" for s in suites) + " |",
+             "|---:|---:|---:|---:|:---|" + "---:|" * len(suites)]
+    for seed, g in frame.groupby("seed", sort=True):
+        first = g.iloc[0]
+        cells = []
+        for suite in suites:
+            r = g[g["suite"] == suite]
+            cells.append("—" if r.empty else f"{r['pass1'].iloc[0]:.1f} ({r['base_pass1'].iloc[0]:.1f})"
+                         + (" **below**" if bool(r["below_base"].iloc[0]) else ""))
+        lines.append(f"| {seed} | {first['h_star']:.4f} | {first['mean_deviation']:.3f} | {first['max_deviation']:.3f} | "
+                     f"{'yes' if first['within_tolerance'] else '**no**'} | " + " | ".join(cells) + " |")
+    seeds = frame.groupby("seed")
+    held = int(seeds["within_tolerance"].first().sum())
+    below = sorted({int(s) for s in frame.loc[frame["below_base"], "seed"]})
+    lines += ["", f"Entropy within tolerance on {held} of {seeds.ngroups} replicates; Pass@1 below the base model's on "
+              + (f"replicates {', '.join(map(str, below))}." if below else "no replicate."), ""]
+    return "\n".join(lines)
 
 
 def small_beta_row(data: RunData, row: dict, reg: str, grpo: str) -> dict:
@@ -598,7 +672,10 @@ def run(args: argparse.Namespace) -> int:
     table = finalize(build_rows(data, args.config_name))
     out = Path(args.out_dir)
     write_text(out / "claims.csv", table.to_csv(index=False, float_format="%.6g"))
-    write_text(out / "claims.md", to_markdown(table, args.config_name))
+    aer = aer_replicates(data)
+    write_text(out / "aer_replicates.csv", aer.to_csv(index=False, float_format="%.6g"))
+    section = aer_replicates_markdown(aer)
+    write_text(out / "claims.md", to_markdown(table, args.config_name) + ("\n" + section if section else ""))
     summary = claim_summary(table)
     log.info("claims: %s", ", ".join(f"{r.claim} {r.verdict}" for r in summary.itertuples()))
     return 0
