@@ -166,9 +166,17 @@ def test_aer_is_checked_replicate_by_replicate_against_its_target_and_its_own_ba
     assert not table.loc[0, "below_base"] and table.loc[1, "below_base"]
     assert table.loc[1, "base_pass1"] == pytest.approx(100 * data.passk("base", SUITE, 1).loc[1].mean())
     text = aer_replicates_markdown(aer_replicates(data))
-    assert "within tolerance on 1 of 2 replicates" in text and "below the base model's on replicates 1." in text
+    assert "grpo_aer: entropy within tolerance on 1 of 2 replicates; Pass@1 below the base model's on replicates 1." in text
     # one shared base model (no replicated base models): every seed against it; no AER run: nothing
     shared = RunData(counts=pd.concat([counts("base", [-1], {-1: 0.9}), frame[frame["method"] == "grpo_aer"]]),
                      metrics=metrics, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])
     assert aer_replicates(shared)["below_base"].all()
     assert aer_replicates_markdown(aer_replicates(RunData(counts=frame, suites=[SUITE]))) == ""
+    # every run with a target is listed, grpo_aer first; runs without one (GRPO) are not
+    variant = {("aaa_aer_variant", 0): metrics["grpo_aer", 0],
+               ("grpo", 0): metrics["grpo_aer", 0].drop(columns="aer_target")}
+    both = RunData(counts=pd.concat([frame, counts("aaa_aer_variant", [0], {0: 0.2}), counts("grpo", [0], {0: 0.5})]),
+                   metrics={**metrics, **variant}, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])
+    listed = aer_replicates(both)
+    assert list(dict.fromkeys(listed["method"])) == ["grpo_aer", "aaa_aer_variant"]
+    assert bool(listed.set_index("method").loc["aaa_aer_variant", "below_base"])

@@ -477,23 +477,23 @@ AER_TOLERANCE = 0.2  # |H - H*| / H* the controller should stay within over the 
 
 
 def aer_replicates(data: RunData) -> pd.DataFrame:
-    """One row per (AER seed, suite): the seed's target H*, mean and max |H - H*| / H* over the
-    second half of its rollouts, whether the max stays within ``AER_TOLERANCE``, and its Pass@1
-    (%) beside its own base model's (the same replicate's; the single shared base model when
-    base models are not replicated). Empty without an AER run that has a target."""
+    """One row per (AER run, suite), for every run with an AER target (``grpo_aer`` first, then
+    its variants and ablations): the run's target H*, mean and max |H - H*| / H* over the second
+    half of its rollouts, whether the max stays within ``AER_TOLERANCE``, and its Pass@1 (%)
+    beside its own base model's (the same replicate's; the single shared base model when base
+    models are not replicated). Empty without an AER run."""
     columns = ["method", "seed", "h_star", "mean_deviation", "max_deviation", "within_tolerance", "suite",
                "pass1", "base_pass1", "below_base"]
-    aer = data.roles.get("grpo_aer")
+    first = data.roles.get("grpo_aer")
     rows = []
-    for (m, seed), frame in sorted(data.metrics.items()):
-        h_star = aer_target(frame) if m == aer else None
+    for (m, seed), frame in sorted(data.metrics.items(), key=lambda item: (item[0][0] != first, item[0])):
+        h_star = aer_target(frame)
         if h_star is None:
             continue
         dev = (second_half_entropy(frame) - h_star).abs() / h_star
         for suite in data.suites:
             try:
-                ours = data.passk(aer, suite, 1)
-                base = data.passk("base", suite, 1)
+                ours, base = data.passk(m, suite, 1), data.passk("base", suite, 1)
             except KeyError:
                 continue
             if seed not in ours.index:
@@ -502,7 +502,7 @@ def aer_replicates(data: RunData) -> pd.DataFrame:
             if base_row is None:
                 raise KeyError(f"no base model of replicate {seed} on {suite}")
             pass1, base_pass1 = 100 * float(ours.loc[seed].mean()), 100 * float(base_row.reindex(ours.columns).mean())
-            rows.append([aer, seed, h_star, float(dev.mean()), float(dev.max()), bool(dev.max() <= AER_TOLERANCE),
+            rows.append([m, seed, h_star, float(dev.mean()), float(dev.max()), bool(dev.max() <= AER_TOLERANCE),
                          suite, pass1, base_pass1, bool(pass1 < base_pass1)])
     return pd.DataFrame(rows, columns=columns)
 
@@ -515,23 +515,27 @@ def aer_replicates_markdown(frame: pd.DataFrame) -> str:
     lines = ["## AER, replicate by replicate", "",
              f"Rollout entropy against the target H* over the second half of training (tolerance "
              f"{AER_TOLERANCE:.0%}), and Pass@1 (%) against the same replicate's base model.", "",
-             "| Seed | H* | mean \\|H - H*\\| / H* | max | within | " + " | ".join(f"{s} Pass@1 (base)" for s in suites) + " |",
-             "|---:|---:|---:|---:|:---|" + "---:|" * len(suites)]
-    for seed, g in frame.groupby("seed", sort=True):
-        first = g.iloc[0]
+             "| Method | Seed | H* | mean \\|H - H*\\| / H* | max | within | "
+             + " | ".join(f"{s} Pass@1 (base)" for s in suites) + " |",
+             "|:---|---:|---:|---:|---:|:---|" + "---:|" * len(suites)]
+    methods = list(dict.fromkeys(frame["method"]))
+    for (method, seed), g in sorted(frame.groupby(["method", "seed"]), key=lambda item: (methods.index(item[0][0]), item[0][1])):
+        head = g.iloc[0]
         cells = []
         for suite in suites:
             r = g[g["suite"] == suite]
             cells.append("—" if r.empty else f"{r['pass1'].iloc[0]:.1f} ({r['base_pass1'].iloc[0]:.1f})"
                          + (" **below**" if bool(r["below_base"].iloc[0]) else ""))
-        lines.append(f"| {seed} | {first['h_star']:.4f} | {first['mean_deviation']:.3f} | {first['max_deviation']:.3f} | "
-                     f"{'yes' if first['within_tolerance'] else '**no**'} | " + " | ".join(cells) + " |")
-    seeds = frame.groupby("seed")
-    held = int(seeds["within_tolerance"].first().sum())
-    below = sorted({int(s) for s in frame.loc[frame["below_base"], "seed"]})
-    lines += ["", f"Entropy within tolerance on {held} of {seeds.ngroups} replicates; Pass@1 below the base model's on "
-              + (f"replicates {', '.join(map(str, below))}." if below else "no replicate."), ""]
-    return "\n".join(lines)
+        lines.append(f"| {method} | {seed} | {head['h_star']:.4f} | {head['mean_deviation']:.3f} | {head['max_deviation']:.3f} | "
+                     f"{'yes' if head['within_tolerance'] else '**no**'} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for method in methods:
+        runs = frame[frame["method"] == method].groupby("seed")
+        held = int(runs["within_tolerance"].first().sum())
+        below = sorted({int(s) for s in frame.loc[(frame["method"] == method) & frame["below_base"], "seed"]})
+        lines.append(f"{method}: entropy within tolerance on {held} of {runs.ngroups} replicates; Pass@1 below the base "
+                     "model's on " + (f"replicates {', '.join(map(str, below))}." if below else "no replicate."))
+    return "\n".join(lines) + "\n"
 
 
 def small_beta_row(data: RunData, row: dict, reg: str, grpo: str) -> dict:
