@@ -141,12 +141,13 @@ def test_html_report(micro_run):
 
 def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
     """base_model.replicates: a base model per seed (its own SFT seed), training from it, the
-    base row of the tables over the replicates, and the claims table judging across them."""
+    base row of the tables over the replicates, the claims table judging across them, and
+    AER checked replicate by replicate against its own base model."""
     import yaml
 
     cfg = yaml.safe_load(MICRO.read_text())
     cfg["seeds"] = [0, 1]
-    cfg["methods"] = {"grpo": {}}
+    cfg["methods"] = {"grpo": {}, "grpo_aer": {}}
     cfg["base_model"]["replicates"] = True
     results = run_config(cfg, tmp_path, "replicates")
     a, b = (results / "models" / "base" / f"seed{s}" / "model.safetensors" for s in (0, 1))
@@ -159,6 +160,12 @@ def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
     c1 = claims[(claims["claim"] == "C1") & (claims["comparison"] == "grpo - base")]
     assert len(c1) == 2 and set(c1["replicates"]) == {2}
     assert "## Which claims of the papers hold here" in (results / "REPORT.md").read_text()
+    aer = pd.read_csv(results / "tables" / "aer_replicates.csv")
+    assert set(aer["method"]) == {"grpo_aer"} and set(aer["seed"]) == {0, 1}
+    for row in aer.itertuples():  # each seed against its own replicate's base model
+        base = json.loads((results / "scores" / "base" / f"seed{row.seed}" / f"{row.suite}.passk.json").read_text())
+        assert row.base_pass1 == pytest.approx(100 * base["pass_at_k"]["1"], abs=1e-6)
+    assert "## AER, replicate by replicate" in (results / "REPORT.md").read_text()
 
 
 def test_eval_models_without_training(micro_run, tmp_path):
