@@ -176,7 +176,10 @@ def test_aer_is_checked_replicate_by_replicate_against_its_target_and_its_own_ba
     variant = {("aaa_aer_variant", 0): metrics["grpo_aer", 0],
                ("grpo", 0): metrics["grpo_aer", 0].drop(columns="aer_target")}
     both = RunData(counts=pd.concat([frame, counts("aaa_aer_variant", [0], {0: 0.2}), counts("grpo", [0], {0: 0.5})]),
-                   metrics={**metrics, **variant}, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])
+                   metrics={**metrics, **variant}, roles={"grpo_aer": "grpo_aer", "grpo": "grpo"}, suites=[SUITE])
     listed = aer_replicates(both)
     assert list(dict.fromkeys(listed["method"])) == ["grpo_aer", "aaa_aer_variant"]
     assert bool(listed.set_index("method").loc["aaa_aer_variant", "below_base"])
+    assert listed.set_index("method").loc["aaa_aer_variant", "grpo_pass1"] == pytest.approx(
+        100 * both.passk("grpo", SUITE, 1).loc[0].mean())
+    assert math.isnan(table.loc[0, "grpo_pass1"])  # no GRPO run in that config

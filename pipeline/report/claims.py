@@ -481,10 +481,12 @@ def aer_replicates(data: RunData) -> pd.DataFrame:
     its variants and ablations): the run's target H*, mean and max |H - H*| / H* over the second
     half of its rollouts, whether the max stays within ``AER_TOLERANCE``, and its Pass@1 (%)
     beside its own base model's (the same replicate's; the single shared base model when base
-    models are not replicated). Empty without an AER run."""
+    models are not replicated) and, for reference, GRPO's of the same seed (NaN without GRPO): a
+    world where GRPO too ends below its base model is the world's, not the controller's. Empty
+    without an AER run."""
     columns = ["method", "seed", "h_star", "mean_deviation", "max_deviation", "within_tolerance", "suite",
-               "pass1", "base_pass1", "below_base"]
-    first = data.roles.get("grpo_aer")
+               "pass1", "base_pass1", "below_base", "grpo_pass1"]
+    first, grpo = data.roles.get("grpo_aer"), data.roles.get("grpo")
     rows = []
     for (m, seed), frame in sorted(data.metrics.items(), key=lambda item: (item[0][0] != first, item[0])):
         h_star = aer_target(frame)
@@ -503,8 +505,17 @@ def aer_replicates(data: RunData) -> pd.DataFrame:
                 raise KeyError(f"no base model of replicate {seed} on {suite}")
             pass1, base_pass1 = 100 * float(ours.loc[seed].mean()), 100 * float(base_row.reindex(ours.columns).mean())
             rows.append([m, seed, h_star, float(dev.mean()), float(dev.max()), bool(dev.max() <= AER_TOLERANCE),
-                         suite, pass1, base_pass1, bool(pass1 < base_pass1)])
+                         suite, pass1, base_pass1, bool(pass1 < base_pass1), _seed_pass1(data, grpo, suite, seed)])
     return pd.DataFrame(rows, columns=columns)
+
+
+def _seed_pass1(data: RunData, method: str | None, suite: str, seed: int) -> float:
+    """Pass@1 (%) of ``method``'s run ``seed`` on ``suite``; NaN when there is none."""
+    try:
+        table = data.passk(method, suite, 1) if method else None
+    except KeyError:
+        return math.nan
+    return 100 * float(table.loc[seed].mean()) if table is not None and seed in table.index else math.nan
 
 
 def aer_replicates_markdown(frame: pd.DataFrame) -> str:
@@ -514,9 +525,10 @@ def aer_replicates_markdown(frame: pd.DataFrame) -> str:
     suites = list(dict.fromkeys(frame["suite"]))
     lines = ["## AER, replicate by replicate", "",
              f"Rollout entropy against the target H* over the second half of training (tolerance "
-             f"{AER_TOLERANCE:.0%}), and Pass@1 (%) against the same replicate's base model.", "",
+             f"{AER_TOLERANCE:.0%}), and Pass@1 (%) against the same replicate's base model (GRPO's of the same "
+             "replicate beside it, for reference).", "",
              "| Method | Seed | H* | mean \\|H - H*\\| / H* | max | within | "
-             + " | ".join(f"{s} Pass@1 (base)" for s in suites) + " |",
+             + " | ".join(f"{s} Pass@1 (base / GRPO)" for s in suites) + " |",
              "|:---|---:|---:|---:|---:|:---|" + "---:|" * len(suites)]
     methods = list(dict.fromkeys(frame["method"]))
     for (method, seed), g in sorted(frame.groupby(["method", "seed"]), key=lambda item: (methods.index(item[0][0]), item[0][1])):
@@ -524,7 +536,12 @@ def aer_replicates_markdown(frame: pd.DataFrame) -> str:
         cells = []
         for suite in suites:
             r = g[g["suite"] == suite]
-            cells.append("—" if r.empty else f"{r['pass1'].iloc[0]:.1f} ({r['base_pass1'].iloc[0]:.1f})"
+            if r.empty:
+                cells.append("—")
+                continue
+            grpo = r["grpo_pass1"].iloc[0]
+            cells.append(f"{r['pass1'].iloc[0]:.1f} ({r['base_pass1'].iloc[0]:.1f} / "
+                         + ("—" if not math.isfinite(grpo) else f"{grpo:.1f}") + ")"
                          + (" **below**" if bool(r["below_base"].iloc[0]) else ""))
         lines.append(f"| {method} | {seed} | {head['h_star']:.4f} | {head['mean_deviation']:.3f} | {head['max_deviation']:.3f} | "
                      f"{'yes' if head['within_tolerance'] else '**no**'} | " + " | ".join(cells) + " |")
