@@ -494,16 +494,16 @@ def aer_replicates(data: RunData) -> pd.DataFrame:
             continue
         dev = (second_half_entropy(frame) - h_star).abs() / h_star
         for suite in data.suites:
-            try:
-                ours, base = data.passk(m, suite, 1), data.passk("base", suite, 1)
-            except KeyError:
+            pass1 = _seed_pass1(data, m, suite, seed)
+            if not math.isfinite(pass1):
                 continue
-            if seed not in ours.index:
-                continue
-            base_row = base.loc[seed] if seed in base.index else (base.iloc[0] if len(base) == 1 else None)
-            if base_row is None:
+            base = data.passk("base", suite, 1)
+            if seed in base.index:
+                base_pass1 = _seed_pass1(data, "base", suite, seed)
+            elif len(base) == 1:  # one base model shared by every seed
+                base_pass1 = 100 * float(base.iloc[0].mean())
+            else:
                 raise KeyError(f"no base model of replicate {seed} on {suite}")
-            pass1, base_pass1 = 100 * float(ours.loc[seed].mean()), 100 * float(base_row.reindex(ours.columns).mean())
             rows.append([m, seed, h_star, float(dev.mean()), float(dev.max()), bool(dev.max() <= AER_TOLERANCE),
                          suite, pass1, base_pass1, bool(pass1 < base_pass1), _seed_pass1(data, grpo, suite, seed)])
     return pd.DataFrame(rows, columns=columns)
