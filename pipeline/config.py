@@ -183,6 +183,12 @@ def _check_training(where: str, training: dict) -> None:
         raise ConfigError(f"config key '{where}.minibatch_prompts': larger than prompts_per_rollout")
     if training["prompts_per_rollout"] % training["minibatch_prompts"]:
         raise ConfigError(f"config key '{where}.minibatch_prompts': must divide prompts_per_rollout")
+    if training.get("old_log_probs") == "rollout" and (training["rollout_backend"] != "hf" or training["precision"] != "fp32"):
+        raise ConfigError(
+            f"config key '{where}.old_log_probs': 'rollout' reuses the HF sampler's fp32 log-probs; with "
+            f"rollout_backend {training['rollout_backend']!r} / precision {training['precision']!r} they are not "
+            "the trainer's own, so use 'recompute'"
+        )
 
 
 def method_specs(config: dict) -> dict[str, dict[str, Any]]:

@@ -71,3 +71,38 @@ def test_sampling_params_reject_bad_values():
     for bad in (dict(n=0), dict(top_p=0.0), dict(top_p=1.2), dict(max_new_tokens=0), dict(temperature=-1)):
         with pytest.raises(ValueError):
             params(**bad)
+
+
+def test_sampled_logprobs_equal_the_trainers_recomputed_ones(tiny_model_dir):
+    """SamplingParams.logprobs: each sampled token's log-prob and entropy, as the trainer's own
+    forward pass over the finished sequence computes them (softmax(logits / T), before top-p),
+    the EOS included and the same tokens sampled as without it; rows of different lengths
+    and a compacted batch included (n = 6, batch 4: several chunks)."""
+    from pipeline.rl.rollout import build_rollout, sampled_logprobs
+    from pipeline.rl.trainer import policy_logp_entropy
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    sampler = HFSampler(model, tok, batch_size=12)
+    prompt_ids = sampler.encode(PROMPTS)
+    p = params(n=6, temperature=0.7, top_p=0.9, max_new_tokens=12)
+    plain = sampler.generate_ids(prompt_ids, p)
+    out = sampler.generate_ids(prompt_ids, SamplingParams(**{**p.__dict__, "logprobs": True}))
+    assert [c.sampled_ids for o in out for c in o.completions] == [c.sampled_ids for o in plain for c in o.completions]
+    assert {c.finish_reason for o in out for c in o.completions} == {"stop", "length"}  # both kinds of row
+    rollout = build_rollout(out, [True] * 18, 6, pad_id=tok.pad_token_id)
+    logp, entropy = sampled_logprobs(out, rollout)
+    with torch.no_grad():
+        ref_logp, ref_entropy = policy_logp_entropy(model, rollout.input_ids, rollout.attention, None, 0.7)
+    mask = rollout.mask.bool()
+    assert int(mask.sum()) == sum(len(c.sampled_ids) for o in out for c in o.completions)
+    assert torch.allclose(logp[mask], ref_logp[mask], atol=1e-4)
+    assert torch.allclose(entropy[mask], ref_entropy[mask], atol=1e-4)
+    assert not logp[~mask].any() and not entropy[~mask].any()
+    assert all(c.logprobs is None for o in plain for c in o.completions)
+
+
+def test_logprobs_need_a_sampling_distribution():
+    import pytest
+
+    with pytest.raises(ValueError, match="temperature > 0"):
+        params(temperature=0.0, logprobs=True)

@@ -244,3 +244,32 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path, tiny_model_dir, train_fil
     assert b"entropy-rl-test" in data and b"grpo/seed3" in data and b"train/entropy" in data
     assert json.dumps(last["entropy"]).encode() in data and json.dumps(last["lr"]).encode() in data
     assert b"clip_high" in data  # the resolved method is the run's config
+
+
+@pytest.mark.parametrize("method", ["grpo_aer", "ppo"])
+def test_old_log_probs_from_the_sampler_train_as_the_recomputed_ones(tmp_path, tiny_model_dir, train_file, method):
+    """training.old_log_probs: rollout skips the no-grad pass over the rollout and takes the
+    HF sampler's log-probs and entropies: the same rollouts, the same updates up to float
+    rounding (the ratio, AER's observed entropy, PPO's critic unchanged)."""
+    runs = {}
+    for source in ("recompute", "rollout"):
+        entry = {"training": {"old_log_probs": source}}
+        runs[source], _ = train(tmp_path, tiny_model_dir, train_file, method, entry=entry, rollouts=2, tag=source)
+    recomputed, reused = runs["recompute"], runs["rollout"]
+    assert [r["update"] for r in reused] == [r["update"] for r in recomputed]
+    for a, b in zip(recomputed, reused):
+        assert a["response_length"] == b["response_length"] and a["reward"] == b["reward"]  # same samples
+        for key in ("loss", "entropy", "approx_kl"):
+            assert b[key] == pytest.approx(a[key], abs=1e-4), key
+    assert abs(reused[0]["approx_kl"]) < 1e-5  # first update: the policy that sampled, ratio 1
+
+
+def test_old_log_probs_from_the_sampler_need_the_hf_backend_in_fp32():
+    from pipeline.config import _check_training
+    from pipeline.schema import ConfigError
+
+    base = {"minibatch_prompts": 2, "prompts_per_rollout": 4, "old_log_probs": "rollout", "precision": "fp32"}
+    _check_training("training", {**base, "rollout_backend": "hf"})
+    for bad in ({"rollout_backend": "vllm"}, {"rollout_backend": "hf", "precision": "bf16"}):
+        with pytest.raises(ConfigError, match="training.old_log_probs"):
+            _check_training("training", {**base, **bad})

@@ -102,6 +102,27 @@ class SampledRollout:
     eos_actions: int                  # EOS tokens among the sampled actions (one per finished response)
     finished: int                     # responses that ended with EOS (the rest were truncated)
     sample_seconds: float
+    # training.old_log_probs = rollout: the sampler's log-probs and entropies of the sampled
+    # tokens, [N, L-1] aligned with ``rollout.mask`` (zero elsewhere); None: recomputed
+    sampled_logp: torch.Tensor | None = None
+    sampled_entropy: torch.Tensor | None = None
+
+
+def sampled_logprobs(prompt_completions, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampler's per-token log-probs and entropies as [N, L-1] tensors on the label
+    positions of ``rollout.mask`` (label position t predicts token t+1), zero elsewhere."""
+    logp, entropy = torch.zeros_like(rollout.mask), torch.zeros_like(rollout.mask)
+    i = 0
+    for pc in prompt_completions:
+        start = len(pc.prompt_ids) - 1
+        for c in pc.completions:
+            if c.logprobs is None or len(c.logprobs) != len(c.sampled_ids):
+                raise ValueError("the sampler returned no log-prob per sampled token (SamplingParams.logprobs)")
+            n = len(c.logprobs)
+            logp[i, start : start + n] = torch.tensor(c.logprobs)
+            entropy[i, start : start + n] = torch.tensor(c.entropies)
+            i += 1
+    return logp, entropy
 
 
 def rollout_prompts(seed: int, r: int, n_prompts: int, n_problems: int, rank: int, world: int) -> list[int]:
@@ -117,16 +138,19 @@ def sample_rollout(engine, graders: GraderPool, prompt_ids: list[list[int]], ans
     """Sample and grade rollout ``r`` (changes no training state: SIGTERM may interrupt it)."""
     idx = rollout_prompts(seed, r, cfg["prompts_per_rollout"], len(prompt_ids), rank, world)
     sample_seed = io.stable_seed(seed, "rollout", r) if world == 1 else io.stable_seed(seed, "rollout", r, "rank", rank)
+    from_sampler = cfg["old_log_probs"] == "rollout"
     params = SamplingParams(n=cfg["group_size"], temperature=cfg["temperature"], top_p=cfg["top_p"],
-                            max_new_tokens=cfg["max_new_tokens"], seed=sample_seed)
+                            max_new_tokens=cfg["max_new_tokens"], seed=sample_seed, logprobs=from_sampler)
     outs = engine.generate_ids([prompt_ids[i] for i in idx], params)
     sample_seconds = time.perf_counter() - clock
     correct, failures = grade_rollout(outs, [answers[i] for i in idx], graders)
     # each finished response's actions end with exactly one EOS (logged: a doubled EOS, as
     # vLLM's outputs once gave, shows as eos_per_response > finished)
     stop_ids = set(engine.stop_ids)
+    rollout = build_rollout(outs, correct, cfg["group_size"], pad_id)
+    logp, entropy = sampled_logprobs(outs, rollout) if from_sampler else (None, None)
     return SampledRollout(
-        rollout=build_rollout(outs, correct, cfg["group_size"], pad_id), grading_failures=failures,
+        rollout=rollout, grading_failures=failures, sampled_logp=logp, sampled_entropy=entropy,
         eos_actions=sum(t in stop_ids for pc in outs for c in pc.completions for t in c.sampled_ids),
         finished=sum(c.finish_reason == "stop" for pc in outs for c in pc.completions), sample_seconds=sample_seconds,
     )

@@ -16,6 +16,10 @@ class SamplingParams:
     max_new_tokens: int
     seed: int
     top_k: int = 0  # 0 = disabled
+    # Also return, per sampled token, its log-probability and the entropy of the distribution
+    # it was drawn from, both of softmax(logits / temperature) before top-k / top-p (what the
+    # trainer's own forward pass computes). HF backend only: vLLM's are not the trainer's.
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -26,6 +30,8 @@ class SamplingParams:
             raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.logprobs and self.temperature == 0:
+            raise ValueError("sampling log-probs need temperature > 0 (greedy decoding has no sampling distribution)")
 
 
 @dataclass
@@ -50,6 +56,9 @@ class Completion:
     text: str
     finish_reason: str
     stop_token_id: int | None = None
+    # with SamplingParams.logprobs: one value per token of ``sampled_ids`` (the EOS included)
+    logprobs: list[float] | None = None
+    entropies: list[float] | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers.cache_utils import Cache, DynamicLayer
 
+from pipeline.rl.entropy import logprobs_and_entropy
 from pipeline.sampling.base import Completion, PromptCompletions, SamplingParams, end_of_sequence_ids
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class HFSampler:
         self.model.eval()
         try:
             for chunk in tqdm(chunks, desc="sampling", unit="chunk", disable=not self.show_progress):
-                token_lists, stops = self._sample_chunk([prompt_ids[i] for i in chunk], params, generator)
+                token_lists, stops, logps, entropies = self._sample_chunk([prompt_ids[i] for i in chunk], params, generator)
                 for j, prompt_index in enumerate(chunk):
                     for s in range(params.n):
                         row = j * params.n + s
@@ -92,6 +93,8 @@ class HFSampler:
                                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
                                 finish_reason="stop" if stops[row] is not None else "length",
                                 stop_token_id=stops[row],
+                                logprobs=logps[row] if params.logprobs else None,
+                                entropies=entropies[row] if params.logprobs else None,
                             )
                         )
         finally:
@@ -100,8 +103,9 @@ class HFSampler:
 
     def _sample_chunk(
         self, prompts: list[Sequence[int]], params: SamplingParams, generator: torch.Generator
-    ) -> tuple[list[list[int]], list[int | None]]:
-        """Token ids of every row (without EOS) and the EOS that ended it (None: truncated)."""
+    ) -> tuple[list[list[int]], list[int | None], list[list[float]], list[list[float]]]:
+        """Token ids of every row (without EOS), the EOS that ended it (None: truncated) and,
+        with ``params.logprobs``, each sampled token's log-prob and entropy (EOS included)."""
         device = self.model.device
         n_prompts, width = len(prompts), max(len(p) for p in prompts)
         input_ids = torch.full((n_prompts, width), self.pad_id, dtype=torch.long)
@@ -129,12 +133,19 @@ class HFSampler:
         alive = [True] * total
         generated: list[list[int]] = [[] for _ in range(total)]
         stopped_by: list[int | None] = [None] * total
+        logps: list[list[float]] = [[] for _ in range(total)]
+        entropies: list[list[float]] = [[] for _ in range(total)]
         stop_ids = set(self.stop_ids)
         for step in range(params.max_new_tokens):
             tokens = sample_next_token(logits, params.temperature, params.top_p, params.top_k, generator)
+            if params.logprobs:  # the trainer's old log-probs, from the logits decoding computed anyway
+                step_logp, step_entropy = token_logprob_entropy(logits, tokens, params.temperature)
             for k, tok in enumerate(tokens.tolist()):
                 if not alive[k]:
                     continue
+                if params.logprobs:
+                    logps[rows[k]].append(step_logp[k])
+                    entropies[rows[k]].append(step_entropy[k])
                 if tok in stop_ids:  # an EOS ends the response, also as the last allowed token
                     alive[k] = False
                     stopped_by[rows[k]] = tok
@@ -157,7 +168,14 @@ class HFSampler:
             )
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :]
-        return generated, stopped_by
+        return generated, stopped_by, logps, entropies
+
+
+def token_logprob_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> tuple[list[float], list[float]]:
+    """Per row of ``logits`` [B, V]: log-prob of ``tokens`` [B] and the full-vocabulary entropy,
+    both of ``softmax(logits / temperature)`` — the trainer's definition, before top-k / top-p."""
+    chosen, entropy = logprobs_and_entropy(logits.float() / temperature, tokens)
+    return chosen.tolist(), entropy.tolist()
 
 
 class _PreallocatedLayer(DynamicLayer):

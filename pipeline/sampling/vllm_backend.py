@@ -100,6 +100,9 @@ def vllm_sampling_kwargs(
     has seed ``params.seed + p * n + k`` (see the module docstring)."""
     if params.top_k < 0:
         raise ValueError(f"sampling.top_k must be >= 0 (0 = disabled), got {params.top_k}")
+    if params.logprobs:
+        raise ValueError("per-token log-probs for training come from the HF sampler only: vLLM's are not the "
+                         "trainer's (training.old_log_probs: recompute)")
     seed = int(shard.seed) + int(prompt_index) * int(params.n)
     if seed > _MAX_REQUEST_SEED:
         raise ValueError(f"request seed {seed} exceeds the largest seed {_MAX_REQUEST_SEED}")
