@@ -166,7 +166,14 @@ def test_aer_is_checked_replicate_by_replicate_against_its_target_and_its_own_ba
     assert not table.loc[0, "below_base"] and table.loc[1, "below_base"]
     assert table.loc[1, "base_pass1"] == pytest.approx(100 * data.passk("base", SUITE, 1).loc[1].mean())
     text = aer_replicates_markdown(aer_replicates(data))
-    assert "grpo_aer: entropy within tolerance on 1 of 2 replicates; Pass@1 below the base model's on replicates 1." in text
+    assert table.loc[1, "delta_hi"] < 0 and table.loc[1, "significantly_below"]  # 15 points on 60 problems
+    assert table.loc[0, "delta_lo"] > 0 and not table.loc[0, "significantly_below"]
+    assert ("grpo_aer: entropy within tolerance on 1 of 2 replicates; Pass@1 below the base model's on replicates 1, "
+            "significantly (95% CI over problems below 0) on replicates 1.") in text
+    # a point estimate just below the base model on a few problems is reported, as noise
+    close = pd.concat([counts("base", [0], {0: 0.30}, n_problems=8), counts("grpo_aer", [0], {0: 0.29}, n_problems=8, rng_seed=3)])
+    noisy = aer_replicates(RunData(counts=close, metrics=metrics, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])).iloc[0]
+    assert noisy["delta_lo"] < 0 < noisy["delta_hi"] and not noisy["significantly_below"]
     # one shared base model (no replicated base models): every seed against it; no AER run: nothing
     shared = RunData(counts=pd.concat([counts("base", [-1], {-1: 0.9}), frame[frame["method"] == "grpo_aer"]]),
                      metrics=metrics, roles={"grpo_aer": "grpo_aer"}, suites=[SUITE])
@@ -183,3 +190,32 @@ def test_aer_is_checked_replicate_by_replicate_against_its_target_and_its_own_ba
     assert listed.set_index("method").loc["aaa_aer_variant", "grpo_pass1"] == pytest.approx(
         100 * both.passk("grpo", SUITE, 1).loc[0].mean())
     assert math.isnan(table.loc[0, "grpo_pass1"])  # no GRPO run in that config
+
+
+def test_two_claims_tables_are_compared_row_by_row(tmp_path):
+    """scripts/compare_claims.py: the same verdict, a changed verdict, a sign flip, and rows
+    only one side has are each reported."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_claims.py"
+    spec = importlib.util.spec_from_file_location("compare_claims", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def table(rows):
+        return pd.DataFrame(rows, columns=["claim", "comparison", "suite", "quantity", "effect", "verdict"])
+
+    old = table([["C1", "grpo - base", "a", "Pass@1", 4.0, "holds"], ["C3", "x - y", "a", "Pass@K", 1.0, "not shown"],
+                 ["C6", "n - g", None, "H", 0.1, "not shown"], ["C9", "l", "", "len", 1.0, "not shown"]])
+    new = table([["C1", "grpo - base", "a", "Pass@1", 3.5, "holds"], ["C3", "x - y", "a", "Pass@K", -0.5, "not shown"],
+                 ["C6", "n - g", None, "H", 0.3, "holds"], ["C12", "z", "a", "Pass@K", 1.0, "not shown"]])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert module.main([str(tmp_path / "old.csv"), str(tmp_path / "new.csv"), "--out", str(tmp_path / "c.md")]) == 0
+    text = (tmp_path / "c.md").read_text()
+    assert text.startswith("Rows compared (tested in both): 3; same verdict: 2; effect sign flips: 1.")
+    assert "| C6 | n - g |  | H | 0.1 / 0.3 | not shown / holds |" in text
+    assert "| C3 | x - y | a | Pass@K | 1 / -0.5 | not shown / not shown |" in text
+    assert "C1 |" not in text
+    assert "Rows only in the old table: C9 / l /  / len." in text and "Rows only in the new table: C12 / z / a / Pass@K." in text

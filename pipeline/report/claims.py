@@ -482,10 +482,13 @@ def aer_replicates(data: RunData) -> pd.DataFrame:
     half of its rollouts, whether the max stays within ``AER_TOLERANCE``, and its Pass@1 (%)
     beside its own base model's (the same replicate's; the single shared base model when base
     models are not replicated) and, for reference, GRPO's of the same seed (NaN without GRPO): a
-    world where GRPO too ends below its base model is the world's, not the controller's. Empty
-    without an AER run."""
+    world where GRPO too ends below its base model is the world's, not the controller's.
+    ``below_base`` compares the point estimates; ``delta_lo`` / ``delta_hi`` are the 95% bootstrap
+    CI over the suite's problems of Pass@1 minus the base model's, so ``significantly_below``
+    (the CI entirely below 0) separates a real loss from the sampling noise of a few problems.
+    Empty without an AER run."""
     columns = ["method", "seed", "h_star", "mean_deviation", "max_deviation", "within_tolerance", "suite",
-               "pass1", "base_pass1", "below_base", "grpo_pass1"]
+               "pass1", "base_pass1", "below_base", "delta_lo", "delta_hi", "significantly_below", "grpo_pass1"]
     first, grpo = data.roles.get("grpo_aer"), data.roles.get("grpo")
     rows = []
     for (m, seed), frame in sorted(data.metrics.items(), key=lambda item: (item[0][0] != first, item[0])):
@@ -499,13 +502,18 @@ def aer_replicates(data: RunData) -> pd.DataFrame:
                 continue
             base = data.passk("base", suite, 1)
             if seed in base.index:
-                base_pass1 = _seed_pass1(data, "base", suite, seed)
+                base_problems = base.loc[seed]
             elif len(base) == 1:  # one base model shared by every seed
-                base_pass1 = 100 * float(base.iloc[0].mean())
+                base_problems = base.iloc[0]
             else:
                 raise KeyError(f"no base model of replicate {seed} on {suite}")
+            run_problems = data.passk(m, suite, 1).loc[seed]
+            diff = 100 * (run_problems - base_problems.reindex(run_problems.index)).to_numpy()[None, :]
+            _, lo, hi, _ = hierarchical_bootstrap(diff, data.n_boot, stable_seed(data.seed, "aer_replicates", m, suite, seed))
+            base_pass1 = 100 * float(base_problems.mean())
             rows.append([m, seed, h_star, float(dev.mean()), float(dev.max()), bool(dev.max() <= AER_TOLERANCE),
-                         suite, pass1, base_pass1, bool(pass1 < base_pass1), _seed_pass1(data, grpo, suite, seed)])
+                         suite, pass1, base_pass1, bool(pass1 < base_pass1), lo, hi, bool(hi < 0),
+                         _seed_pass1(data, grpo, suite, seed)])
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -526,7 +534,8 @@ def aer_replicates_markdown(frame: pd.DataFrame) -> str:
     lines = ["## AER, replicate by replicate", "",
              f"Rollout entropy against the target H* over the second half of training (tolerance "
              f"{AER_TOLERANCE:.0%}), and Pass@1 (%) against the same replicate's base model (GRPO's of the same "
-             "replicate beside it, for reference).", "",
+             "replicate beside it, for reference); below the base model, the 95% CI of the difference over the "
+             "suite's problems (bootstrap) and whether it excludes 0.", "",
              "| Method | Seed | H* | mean \\|H - H*\\| / H* | max | within | "
              + " | ".join(f"{s} Pass@1 (base / GRPO)" for s in suites) + " |",
              "|:---|---:|---:|---:|---:|:---|" + "---:|" * len(suites)]
@@ -540,18 +549,25 @@ def aer_replicates_markdown(frame: pd.DataFrame) -> str:
                 cells.append("—")
                 continue
             grpo = r["grpo_pass1"].iloc[0]
+            below = ""
+            if bool(r["below_base"].iloc[0]):
+                ci = f"[{r['delta_lo'].iloc[0]:+.1f}, {r['delta_hi'].iloc[0]:+.1f}]"
+                below = f" **below**, {ci}" + (" significant" if bool(r["significantly_below"].iloc[0]) else " within noise")
             cells.append(f"{r['pass1'].iloc[0]:.1f} ({r['base_pass1'].iloc[0]:.1f} / "
-                         + ("—" if not math.isfinite(grpo) else f"{grpo:.1f}") + ")"
-                         + (" **below**" if bool(r["below_base"].iloc[0]) else ""))
+                         + ("—" if not math.isfinite(grpo) else f"{grpo:.1f}") + ")" + below)
         lines.append(f"| {method} | {seed} | {head['h_star']:.4f} | {head['mean_deviation']:.3f} | {head['max_deviation']:.3f} | "
                      f"{'yes' if head['within_tolerance'] else '**no**'} | " + " | ".join(cells) + " |")
     lines.append("")
     for method in methods:
         runs = frame[frame["method"] == method].groupby("seed")
         held = int(runs["within_tolerance"].first().sum())
-        below = sorted({int(s) for s in frame.loc[(frame["method"] == method) & frame["below_base"], "seed"]})
+        mine = frame["method"] == method
+        below = sorted({int(s) for s in frame.loc[mine & frame["below_base"], "seed"]})
+        significant = sorted({int(s) for s in frame.loc[mine & frame["significantly_below"], "seed"]})
         lines.append(f"{method}: entropy within tolerance on {held} of {runs.ngroups} replicates; Pass@1 below the base "
-                     "model's on " + (f"replicates {', '.join(map(str, below))}." if below else "no replicate."))
+                     "model's on " + (f"replicates {', '.join(map(str, below))}" if below else "no replicate")
+                     + ("" if not below else ", significantly (95% CI over problems below 0) on "
+                        + (f"replicates {', '.join(map(str, significant))}" if significant else "none")) + ".")
     return "\n".join(lines) + "\n"
 
 
