@@ -115,3 +115,18 @@ def test_pipeline_never_imports_trl():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").rglob("*.py")
                  if re.search(r"^\s*(import trl\b|from trl\b)", p.read_text(), flags=re.M)]
     assert offenders == []
+
+
+def test_training_profile_splits_each_step(tmp_path):
+    """training_profile: per step, sampling + updates + the rest (grading, no-grad passes,
+    advantages) add up to the step, medians over the run's steps."""
+    profile = load("training_profile")
+    rows = [{"rollout": 0, "sample_seconds": 0.4, "update_seconds": [0.4, 0.5], "step_seconds": 1.6},
+            {"rollout": 1, "sample_seconds": 0.5, "update_seconds": [0.4, 0.4], "step_seconds": 1.4},
+            {"rollout": 2, "sample_seconds": 0.6, "update_seconds": [0.5, 0.5], "step_seconds": 1.8}]
+    path = tmp_path / "timings.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    split = profile.step_split(path)
+    assert split["step s"] == pytest.approx(1.6) and split["sampling s"] == pytest.approx(0.5)
+    assert split["updates s"] == pytest.approx(0.9)
+    assert split["grading + passes + advantages s"] == pytest.approx(0.2)  # median of 0.3, 0.1, 0.2
