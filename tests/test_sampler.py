@@ -106,3 +106,54 @@ def test_logprobs_need_a_sampling_distribution():
 
     with pytest.raises(ValueError, match="temperature > 0"):
         params(temperature=0.0, logprobs=True)
+
+
+def test_sampled_logprobs_refuse_a_completion_without_them(tiny_model_dir):
+    """A sampler that ignored SamplingParams.logprobs (or returned too few) is named, rather
+    than its rows silently training against zero old log-probs."""
+    import pytest
+
+    from pipeline.rl.rollout import build_rollout, sampled_logprobs
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    sampler = HFSampler(model, tok, batch_size=12)
+    out = sampler.generate_ids(sampler.encode(PROMPTS), params(n=2, logprobs=True))
+    rollout = build_rollout(out, [True] * 6, 2, pad_id=tok.pad_token_id)
+    sampled_logprobs(out, rollout)  # complete: fine
+    out[1].completions[0].logprobs = None
+    with pytest.raises(ValueError, match="no log-prob per sampled token"):
+        sampled_logprobs(out, rollout)
+    out[1].completions[0].logprobs = [0.0] * (len(out[1].completions[0].sampled_ids) + 1)
+    with pytest.raises(ValueError, match="no log-prob per sampled token"):
+        sampled_logprobs(out, rollout)
+
+
+def test_kv_cache_passed_under_the_installed_transformers_name(tiny_model_dir):
+    """transformers 5.25 renamed forward's ``past_key_values`` to ``cache`` (the old name warns,
+    5.40 removes it); older 5.x releases (the vLLM environment's) only know the old name."""
+    import inspect
+    import warnings
+
+    import pytest
+
+    from pipeline.sampling.hf import cache_argument
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    expected = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    assert cache_argument(model) == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the deprecation warning fails the test
+        out = HFSampler(model, tok, batch_size=4).generate(PROMPTS, params(n=2))
+    assert all(len(o.completions) == 2 for o in out)
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None):
+            return input_ids
+
+    class Neither(torch.nn.Module):
+        def forward(self, input_ids):
+            return input_ids
+
+    assert cache_argument(Old()) == "past_key_values"
+    with pytest.raises(TypeError, match="Neither.forward takes neither"):
+        cache_argument(Neither())

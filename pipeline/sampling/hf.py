@@ -13,6 +13,7 @@ Sampling is seeded by a ``torch.Generator`` so the same seed gives the same samp
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Sequence
 
@@ -62,6 +63,7 @@ class HFSampler:
             raise ValueError("the tokenizer has no eos_token_id: sampling could never stop")
         self.eos_id = self.stop_ids[0]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.cache_kwarg = cache_argument(model)
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         return [self.tokenizer(p).input_ids for p in prompts]
@@ -119,7 +121,7 @@ class HFSampler:
         cache = preallocated_cache(width + params.max_new_tokens)
         out = self.model(
             input_ids=input_ids, attention_mask=attention[:, :width], position_ids=positions,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache},
         )
         # Prefill once per prompt, then repeat each prompt's cache n times.
         logits = out.logits[:, -1, :].repeat_interleave(params.n, dim=0)
@@ -164,11 +166,23 @@ class HFSampler:
                 alive = [True] * len(rows)
             out = self.model(
                 input_ids=tokens[:, None], attention_mask=attention[:, : width + step + 1],
-                position_ids=next_pos, past_key_values=cache, use_cache=True,
+                position_ids=next_pos, use_cache=True, **{self.cache_kwarg: cache},
             )
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :]
         return generated, stopped_by, logps, entropies
+
+
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes its KV cache: ``cache`` from transformers
+    5.25 on, ``past_key_values`` before (5.25 still accepts it with a deprecation warning, 5.40
+    drops it; the vLLM environment and the GPU images run older 5.x releases)."""
+    parameters = inspect.signature(model.forward).parameters
+    if "cache" in parameters:
+        return "cache"
+    if "past_key_values" in parameters:
+        return "past_key_values"
+    raise TypeError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`: no KV cache to decode with")
 
 
 def token_logprob_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> tuple[list[float], list[float]]:
