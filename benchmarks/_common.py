@@ -24,6 +24,8 @@ BENCH_DIR = ROOT / "results" / "benchmarks"
 if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere: the package is importable
     sys.path.insert(0, str(ROOT))
 
+from pipeline.machine import cpu_model  # noqa: E402 - after the path is set
+
 
 def set_threads(n: int) -> None:
     """One setting for every thread pool torch may use (call before heavy imports where possible)."""
@@ -33,23 +35,6 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(module: str) -> str | None:

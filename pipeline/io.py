@@ -192,14 +192,23 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
-def write_parquet(target: str | os.PathLike, frame) -> str:
+def write_parquet(target: str | os.PathLike, frame, metadata: dict[bytes, bytes] | None = None) -> str:
     """Write a pandas DataFrame to Parquet atomically (no index column); returns the sha256.
 
     Deterministic: the same frame gives the same bytes (pyarrow embeds only its own and
-    pandas' version, no timestamp).
+    pandas' version, no timestamp). ``metadata`` adds key-value pairs to the file's schema
+    metadata (e.g. the machine the rows were computed on: pipeline/machine.py).
     """
     with atomic_stream(target, suffix=".parquet") as fh:
-        frame.to_parquet(fh, index=False)
+        if metadata:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+            pq.write_table(table, fh)
+        else:
+            frame.to_parquet(fh, index=False)
     return fh.sha256.hexdigest()
 
 

@@ -265,6 +265,9 @@ rule report_md:
         figures=rules.figures.output,
         exploration=EXPLORATION_MD,
         exploration_figures=EXPLORATION_FIGURES,
+        # each records the machine it was computed on (the report's "where computed" section)
+        machines=[*expand(f"{RESULTS}/samples/{{model}}/{{suite}}.parquet", model=MODELS, suite=SUITES),
+                  *(expand(rules.build_base_model.output.metrics, seed=SEEDS) if TOY and BASE_MODELS else [])],
     output:
         md=report(
             f"{RESULTS}/REPORT.md",
@@ -286,4 +289,4 @@ rule report_md:
         "{PY} -m pipeline report --tables {input.tables:q} --comparisons {input.comparisons:q}"
         " --crossing {input.crossing:q} --curves {input.curves:q} --claims {input.claims:q} --figures {input.figures:q} --config {params.config:q}"
         " {params.paper_context} --exploration-tables {input.exploration:q}"
-        " --exploration-figures {input.exploration_figures:q} --out {output.md:q} 2> {log:q}"
+        " --exploration-figures {input.exploration_figures:q} --machines {input.machines:q} --out {output.md:q} 2> {log:q}"

@@ -165,7 +165,16 @@ def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
     for row in aer.itertuples():  # each seed against its own replicate's base model
         base = json.loads((results / "scores" / "base" / f"seed{row.seed}" / f"{row.suite}.passk.json").read_text())
         assert row.base_pass1 == pytest.approx(100 * base["pass_at_k"]["1"], abs=1e-6)
-    assert "## AER, replicate by replicate" in (results / "REPORT.md").read_text()
+    report = (results / "REPORT.md").read_text()
+    assert "## AER, replicate by replicate" in report
+    # where the numbers were computed: both SFTs and every samples file, listed in the report
+    import torch
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    assert {s["machine"]["cpu_kernels"] for s in sft} == {kernels}
+    section = report[report.index("## Where these numbers were computed"):]
+    assert f"CPU kernels {kernels}" in section and "| base model (SFT) |" in section and "| evaluation sampling |" in section
+    assert "Mixed machines" not in section and "written before machines were recorded" not in section
 
 
 def test_eval_models_without_training(micro_run, tmp_path):

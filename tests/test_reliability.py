@@ -494,12 +494,12 @@ def fill_disk_at_part(monkeypatch, parts: Path, k: int) -> None:
     count = [0]
     real = io.write_parquet
 
-    def writer(path, frame):
+    def writer(path, frame, *args, **kwargs):
         if Path(path).parent == parts:
             count[0] += 1
             if count[0] == k:
                 monkeypatch.setattr(io, "_write_chunk", failing_write(100))
-        return real(path, frame)
+        return real(path, frame, *args, **kwargs)
 
     monkeypatch.setattr(io, "write_parquet", writer)
 
@@ -544,10 +544,10 @@ def test_completed_shards_make_a_restart_skip_the_model(tmp_path, tiny_model_dir
     out = tmp_path / "samples.parquet"
     real = io.write_parquet
 
-    def fail_output(path, frame):
+    def fail_output(path, frame, *args, **kwargs):
         if Path(path) == out:
             raise KeyboardInterrupt  # stands in for a kill between the parts and the output
-        return real(path, frame)
+        return real(path, frame, *args, **kwargs)
 
     monkeypatch.setattr(stage.io, "write_parquet", fail_output)
     with pytest.raises(KeyboardInterrupt):

