@@ -219,3 +219,31 @@ def test_two_claims_tables_are_compared_row_by_row(tmp_path):
     assert "| C3 | x - y | a | Pass@K | 1 / -0.5 | not shown / not shown |" in text
     assert "C1 |" not in text
     assert "Rows only in the old table: C9 / l /  / len." in text and "Rows only in the new table: C12 / z / a / Pass@K." in text
+
+
+def test_claims_comparison_lists_the_replicates_single_run_numbers(tmp_path):
+    """--replicates: per (seed, suite) Pass@1 of base, GRPO and AER in both runs, how far each moved."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_claims.py"
+    spec = importlib.util.spec_from_file_location("compare_claims", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    claims = pd.DataFrame([["C1", "grpo - base", "a", "Pass@1", 4.0, "holds"]],
+                          columns=["claim", "comparison", "suite", "quantity", "effect", "verdict"])
+    claims.to_csv(tmp_path / "claims.csv", index=False)
+    cols = ["method", "seed", "suite", "pass1", "base_pass1", "grpo_pass1"]
+    old = pd.DataFrame([["grpo_aer", 0, "a", 20.0, 10.0, 25.0], ["grpo_aer", 1, "a", 30.0, 12.0, 31.0],
+                        ["grpo_aer_fixed_coef", 0, "a", 1.0, 10.0, 25.0]], columns=cols)
+    new = pd.DataFrame([["grpo_aer", 0, "a", 22.0, 10.0, 24.0], ["grpo_aer", 1, "a", 27.0, 12.0, 31.0]], columns=cols)
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    args = [str(tmp_path / "claims.csv")] * 2 + ["--replicates", str(tmp_path / "old.csv"), str(tmp_path / "new.csv"),
+                                                 "--out", str(tmp_path / "c.md")]
+    assert module.main(args) == 0
+    text = (tmp_path / "c.md").read_text()
+    assert "Single-run Pass@1 (%) per replicate world, old / new (2 pairs):" in text
+    assert "| 0 | a | 10.0 / 10.0 | 25.0 / 24.0 | 20.0 / 22.0 |" in text
+    assert "- base: moved by 0.00 pp on average, at most 0.00 pp; identical in 2 of 2." in text
+    assert "- grpo_aer: moved by 2.50 pp on average, at most 3.00 pp; identical in 0 of 2." in text
