@@ -111,3 +111,13 @@ def test_toy_world_suites_are_generated_or_custom():
     bad["suites"]["toy-aime"] = {"benchmark": "custom", "data_files": "x.jsonl", "k": 4, "n_samples": 4}
     with pytest.raises(ConfigError, match="suites.toy-aime.fields"):
         check_config(bad)
+
+
+def test_a_weak_sft_seed_is_named():
+    """Seeds whose SFT did not learn the easiest level (as two of the AVX2 study's five did)."""
+    from pipeline.toy.build import weak_sft_warning
+
+    assert weak_sft_warning({1: 0.9, 2: 0.89, 5: 0.75}, seed=0) is None
+    message = weak_sft_warning({1: 0.27, 2: 0.43, 5: 0.15}, seed=4)
+    assert message.startswith("SFT seed 4 learned the task poorly: greedy accuracy 0.27 on level 1")
+    assert weak_sft_warning({}, seed=0) is None
