@@ -24,7 +24,7 @@ BENCH_DIR = ROOT / "results" / "benchmarks"
 if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere: the package is importable
     sys.path.insert(0, str(ROOT))
 
-from pipeline.machine import cpu_model  # noqa: E402 - after the path is set
+from pipeline.machine import cpu_model, package_version  # noqa: E402 - after the path is set
 
 
 def set_threads(n: int) -> None:
@@ -35,15 +35,6 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-
-
-def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(module)
-    except Exception:  # noqa: BLE001 - not installed
-        return None
 
 
 def git_commit() -> str | None:
@@ -73,9 +64,9 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "loadavg_1_5_15_at_start": load,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "snakemake": _version("snakemake"),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+        "snakemake": package_version("snakemake"),
         "git_commit": git_commit(),
     }
     info.update(extra)

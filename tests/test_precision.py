@@ -164,3 +164,4 @@ def test_the_timings_log_says_what_the_run_trained_in(tmp_path, bf16_model_dir, 
     ]) == 0
     (timing,) = [json.loads(x) for x in (out / "ckpt" / "timings.jsonl").read_text().splitlines()]
     assert (timing["param_dtype"], timing["compute_dtype"]) == ("float32", "bfloat16")
+    assert timing["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()  # where it ran (pipeline/machine.py)
