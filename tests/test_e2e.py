@@ -170,10 +170,12 @@ def test_replicate_worlds_each_seed_its_own_base_model(tmp_path):
     # where the numbers were computed: both SFTs and every samples file, listed in the report
     import torch
 
-    kernels = torch.backends.cpu.get_cpu_capability()
-    assert {s["machine"]["cpu_kernels"] for s in sft} == {kernels}
+    from pipeline import machine
+
+    kernels, fingerprint = torch.backends.cpu.get_cpu_capability(), machine.cpu_fingerprint()
+    assert {(s["machine"]["cpu_kernels"], s["machine"]["cpu_fingerprint"]) for s in sft} == {(kernels, fingerprint)}
     section = report[report.index("## Where these numbers were computed"):]
-    assert f"CPU kernels {kernels}" in section and "| base model (SFT) |" in section and "| evaluation sampling |" in section
+    assert f"CPU kernels {kernels} (fingerprint {fingerprint})" in section and "| base model (SFT) |" in section and "| evaluation sampling |" in section
     assert "Mixed machines" not in section and "written before machines were recorded" not in section
 
 

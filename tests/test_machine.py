@@ -33,7 +33,10 @@ def test_describe_names_the_kernels_torch_dispatches_to():
     info = machine.describe(extra_field="x")
     assert info["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert info["torch"] == torch.__version__ and info["cpu"] and info["extra_field"] == "x"
+    assert info["cpu_fingerprint"] == machine.cpu_fingerprint()
     assert machine.label(EPYC) == "AMD EPYC · CPU kernels AVX512 · torch 2.13.0+cpu · transformers 5.25.0"
+    assert machine.label({**EPYC, "cpu_fingerprint": "0123456789ab"}) == (
+        "AMD EPYC · CPU kernels AVX512 (fingerprint 0123456789ab) · torch 2.13.0+cpu · transformers 5.25.0")
     assert machine.label({**EPYC, "gpu": "NVIDIA H100", "vllm": "0.11"}).startswith("AMD EPYC · CPU kernels AVX512 · NVIDIA H100 ·")
 
 
@@ -46,6 +49,37 @@ def test_forcing_avx2_kernels_is_recorded():
     out = subprocess.run([sys.executable, "-c", "import json; from pipeline import machine; print(json.dumps(machine.describe()))"],
                          capture_output=True, text=True, env=env, check=True).stdout
     assert json.loads(out)["cpu_kernels"] == "AVX2"
+
+
+def _fingerprint_in_subprocess(**env: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", "import json; from pipeline import machine; print(json.dumps(machine.describe()))"],
+                         capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout
+    return json.loads(out)
+
+
+def test_cpu_fingerprint_is_the_same_in_every_process_and_context():
+    here = machine.cpu_fingerprint()
+    assert len(here) == 12 and int(here, 16) >= 0
+    threads = torch.get_num_threads()
+    with torch.inference_mode():  # as the sampler calls it
+        assert machine.cpu_fingerprint() == here
+    with torch.no_grad():
+        assert machine.cpu_fingerprint() == here
+    assert torch.get_num_threads() == threads  # its one thread is given back
+    assert _fingerprint_in_subprocess()["cpu_fingerprint"] == here
+    # it runs on one thread whatever the job's thread count, so a job's threads do not change it
+    assert _fingerprint_in_subprocess(OMP_NUM_THREADS="2")["cpu_fingerprint"] == here
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or torch.backends.cpu.get_cpu_capability() != "AVX512",
+                    reason="needs an AVX-512 x86-64 CPU, whose kernels can be told to run their AVX2 paths")
+def test_cpu_fingerprint_tells_kernel_paths_apart():
+    """torch's AVX2 kernels on an AVX-512 CPU round differently, and the fingerprint says so (the
+    instruction-set field too); a failure here means the fingerprint would call two kinds of
+    machine alike."""
+    forced = _fingerprint_in_subprocess(ATEN_CPU_CAPABILITY="avx2")
+    assert forced["cpu_kernels"] == "AVX2"
+    assert forced["cpu_fingerprint"] != machine.cpu_fingerprint()
 
 
 def test_parquet_metadata_round_trip_and_files_without_it(tmp_path):
@@ -97,8 +131,15 @@ def test_report_lists_machines_per_stage_and_flags_a_mix(tmp_path):
     assert "| base model (SFT) | AMD EPYC · CPU kernels AVX512 · torch 2.13.0+cpu · transformers 5.25.0 | 1 |" in text
     assert "| evaluation sampling | AMD EPYC · CPU kernels AVX512 · torch 2.13.0+cpu · transformers 5.25.0 | 2 |" in text
     assert "| evaluation sampling | AMD EPYC · CPU kernels AVX2 · torch 2.13.0+cpu · transformers 5.25.0 | 1 |" in text
-    assert "**Mixed machines**" in text and "(CPU kernels AVX2, CPU kernels AVX512)" in text
+    assert "**Mixed machines**" in text and "(AVX2, AVX512: fingerprints, or the instruction set" in text
     assert "1 of 5 files were written before machines were recorded" in text
     assert "Mixed" not in machines_section([sft, samples[0]])
+    # the same instruction set but kernels that round differently (e.g. another CPU vendor's MKL path)
+    for i, fp in enumerate(["aaaaaaaaaaaa", "bbbbbbbbbbbb"]):
+        io.write_parquet(tmp_path / f"f{i}.parquet", pd.DataFrame({"a": [i]}),
+                         {machine.PARQUET_KEY: json.dumps([{**EPYC, "cpu_fingerprint": fp}]).encode()})
+    text = machines_section([tmp_path / "f0.parquet", tmp_path / "f1.parquet"])
+    assert "**Mixed machines**" in text and "(aaaaaaaaaaaa, bbbbbbbbbbbb:" in text
+    assert "Mixed" not in machines_section([tmp_path / "f0.parquet", tmp_path / "f0.parquet"])
     with pytest.raises(Exception, match="neither an SFT metrics"):
         recorded_machines(tmp_path / "x.csv")

@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 
+from pipeline import machine
 from pipeline.cli import main
 from pipeline.config import method_specs
 from pipeline.models import load_model_and_tokenizer
@@ -165,3 +166,4 @@ def test_the_timings_log_says_what_the_run_trained_in(tmp_path, bf16_model_dir, 
     (timing,) = [json.loads(x) for x in (out / "ckpt" / "timings.jsonl").read_text().splitlines()]
     assert (timing["param_dtype"], timing["compute_dtype"]) == ("float32", "bfloat16")
     assert timing["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()  # where it ran (pipeline/machine.py)
+    assert timing["cpu_fingerprint"] == machine.cpu_fingerprint()

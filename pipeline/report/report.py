@@ -264,6 +264,7 @@ def recorded_machines(path: Path) -> list[dict]:
 def machines_section(files: list[Path]) -> str:
     """Which machines computed this run's numbers, per stage, with how many files each."""
     counts: dict[tuple[str, str], int] = {}
+    kernels: set[str] = set()
     unrecorded = 0
     for path in files:
         found = recorded_machines(Path(path))
@@ -271,17 +272,18 @@ def machines_section(files: list[Path]) -> str:
         for entry in found:
             key = (MACHINE_STAGES[Path(path).suffix], machine.label(entry))
             counts[key] = counts.get(key, 0) + 1
+            kernels.add(machine.kernels_key(entry))
     rows = ["| stage | machine | files |", "|:---|:---|---:|"]
     rows += [f"| {stage} | {where} | {n} |" for (stage, where), n in counts.items()]
-    kernels = sorted({where.split(" · ")[1] for _, where in counts})
     lines = ["## Where these numbers were computed", "",
-             "*Recorded by the stages themselves. Floating-point kernels differ between instruction sets, so a rerun "
-             "reproduces these numbers exactly only on the same kind of machine (same CPU kernels, versions); "
-             "compare two runs' claims with `scripts/compare_claims.py`.*", ""]
+             "*Recorded by the stages themselves. Floating-point kernels differ between CPUs (instruction set, and "
+             "the vendor paths of MKL and oneDNN), so a rerun reproduces these numbers exactly only where the CPU "
+             "fingerprint is the same (and the versions); compare two runs' claims with `scripts/compare_claims.py`.*", ""]
     if counts:
         lines += rows
     if len(kernels) > 1:
-        lines += ["", f"**Mixed machines**: this run's files come from {len(kernels)} kinds of CPU kernels ({', '.join(kernels)})."]
+        lines += ["", f"**Mixed machines**: this run's files come from {len(kernels)} kinds of CPU kernels "
+                      f"({', '.join(sorted(kernels))}: fingerprints, or the instruction set where none was recorded)."]
     if unrecorded:
         lines += ["", f"{unrecorded} of {len(files)} files were written before machines were recorded."]
     return "\n".join(lines) + "\n"

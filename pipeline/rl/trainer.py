@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import io
+from pipeline import io, machine
 from pipeline.data.schema import read_problems
 from pipeline.errors import PipelineError
 from pipeline.eval.grading import GraderPool
@@ -533,7 +533,7 @@ class Trainer:
             probe = self.policy(input_ids=torch.tensor([self.prompt_ids[0][:4]], device=self.procs.device)).logits
         return {"param_dtype": str(next(self.policy.parameters()).dtype).removeprefix("torch."),
                 "compute_dtype": str(probe.dtype).removeprefix("torch."), "device": str(probe.device),
-                "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+                "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "cpu_fingerprint": machine.cpu_fingerprint()}
 
     # ------------------------------------------------------------------ weights, checkpoints, snapshots
     def full_weights(self) -> nn.Module:
