@@ -16,8 +16,10 @@ own code paths from the CPU (its vendor and features, ``MKL_ENABLE_INSTRUCTIONS`
 AVX-512 CPUs of different vendors gave different toy numbers. ``cpu_fingerprint`` settles it
 empirically: a hash of what the operations the model runs (matrix products, attention,
 normalisation, softmax, a backward pass, the sampler's random draws) return on fixed inputs
-here. Two machines with the same fingerprint computed these bit for bit alike; two with
-different fingerprints will not reproduce each other's numbers.
+here. Two machines with different fingerprints round at least one of the model's operations
+differently and will not reproduce each other's numbers; the same fingerprint says these
+operations agree bit for bit — strong evidence for a whole run, not a proof (the optimizer's
+and other kernels are not in it).
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def cpu_fingerprint() -> str:
     """12 hex digits naming how this process's CPU kernels round: a hash of the outputs of the
     operations the toy model runs, at shapes like its own (hidden 64, 4 query heads, one
     key/value head, 48 positions), on exact inputs, with one torch thread (as the pipeline's
-    jobs run) and a fixed generator; ~15 ms. Same fingerprint: the same bits from the same
-    inputs; a different one: the numbers will drift (this module's docstring)."""
+    jobs run) and a fixed generator; ~15 ms. A different fingerprint: the numbers will drift;
+    the same one: these operations agree bit for bit (this module's docstring)."""
     import torch
     import torch.nn.functional as F
 
